@@ -1,0 +1,1 @@
+"""The ``mlserve`` command line. It parses, calls one core function and renders the result."""

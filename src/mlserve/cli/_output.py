@@ -1,0 +1,108 @@
+"""Rendering shared by every command: JSON documents on stdout, tables for people, progress on stderr.
+
+A JSON document is ``{"kind": ..., "result": ..., "schema_version": 1}`` with sorted keys, built from
+the same result object the table is rendered from. Under ``--json`` nothing but the document goes to
+stdout and nothing at all goes to stderr on success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from rich.console import Console
+
+from mlserve.progress import Progress, Task
+
+SCHEMA_VERSION = 1
+
+
+def stdout_console() -> Console:
+    return Console(file=sys.stdout, soft_wrap=False, highlight=False)
+
+
+def stderr_console() -> Console:
+    return Console(file=sys.stderr, stderr=True, highlight=False, soft_wrap=True)
+
+
+def to_jsonable(obj: Any) -> Any:
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(item) for item in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def document(kind: str, result: Any) -> str:
+    doc = {"kind": kind, "schema_version": SCHEMA_VERSION, "result": to_jsonable(result)}
+    return json.dumps(doc, sort_keys=True, indent=2, allow_nan=False, default=str)
+
+
+def emit(kind: str, result: Any, as_json: bool, render: Callable[[Console, Any], None]) -> None:
+    """Print ``result`` as a JSON document or through ``render`` (a table for people)."""
+    if as_json:
+        sys.stdout.write(document(kind, result) + "\n")
+        sys.stdout.flush()
+        return
+    render(stdout_console(), result)
+    for warning in getattr(result, "warnings", None) or []:
+        warn(warning)
+
+
+def warn(message: str) -> None:
+    stderr_console().print(f"[yellow]warning:[/yellow] {message}", markup=True)
+
+
+def info(message: str, as_json: bool = False) -> None:
+    if not as_json:
+        stderr_console().print(message, markup=False)
+
+
+class _RichTask(Task):
+    def __init__(self, progress: Any, task_id: Any) -> None:
+        self._progress, self._id = progress, task_id
+
+    def advance(self, amount: float = 1) -> None:
+        self._progress.advance(self._id, amount)
+
+    def update(self, *, completed: float | None = None, total: float | None = None, description: str | None = None) -> None:
+        kwargs: dict[str, Any] = {}
+        if completed is not None:
+            kwargs["completed"] = completed
+        if total is not None:
+            kwargs["total"] = total
+        if description is not None:
+            kwargs["description"] = description
+        self._progress.update(self._id, **kwargs)
+
+
+class RichProgress(Progress):
+    """Progress bars on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.console = stderr_console()
+
+    @contextmanager
+    def task(self, description: str, total: float | None = None) -> Iterator[Task]:
+        from rich.progress import BarColumn, DownloadColumn, Progress as _P, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
+        if total and total > 4096:
+            columns += [DownloadColumn(), TimeRemainingColumn()]
+        with _P(*columns, console=self.console, transient=True) as bar:
+            yield _RichTask(bar, bar.add_task(description, total=total))
+
+    def note(self, message: str) -> None:
+        self.console.print(message, markup=False)
+
+
+def progress_for(as_json: bool) -> Progress:
+    """A progress sink for a command: silent under --json or when stderr is not a terminal."""
+    if as_json or not sys.stderr.isatty() or os.environ.get("MLSERVE_NO_PROGRESS"):
+        return Progress()
+    return RichProgress()
