@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 
 
 def stdout_console() -> Console:
-    return Console(file=sys.stdout, soft_wrap=False, highlight=False)
+    return Console(file=sys.stdout, soft_wrap=True, highlight=False, markup=False, emoji=False)
 
 
 def stderr_console() -> Console:

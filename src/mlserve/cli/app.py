@@ -7,8 +7,8 @@ import sys
 import traceback
 from typing import Annotated, Any, Optional
 
-import click
 import typer
+from typer import _click as click  # typer vendors click: its exceptions are not the click package's
 from typer.core import TyperGroup
 
 from mlserve import __version__, config, exitcodes
@@ -60,7 +60,7 @@ class BoundaryGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -1,0 +1,101 @@
+"""PyTorch -> ONNX: the dynamo exporter first, the TorchScript exporter as the fallback.
+
+Whichever produced the file is returned and recorded in the lineage; the result always passes
+``onnx.checker.check_model`` and carries inferred shapes (quantizers and TensorRT need them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlserve._deps import require
+from mlserve.errors import UsageError
+from mlserve.optimize._quiet import quiet
+from mlserve.optimize.specs import InputSpec
+from mlserve.progress import NULL_PROGRESS, Progress
+
+OPSET = 18
+"""Opset for both exporters: the dynamo exporter's native one, accepted by ORT's quantizers and TensorRT 10."""
+
+
+def export_torch(
+    net: Any,
+    specs: list[InputSpec],
+    outputs: list[str],
+    target: Path,
+    *,
+    progress: Progress = NULL_PROGRESS,
+    program: Any = None,
+) -> str:
+    """Write ``net`` as ONNX with a dynamic batch where the specs allow it; return "dynamo" or "torchscript"."""
+    torch = require("torch", purpose="exporting PyTorch models")
+    require("onnxscript", purpose="the dynamo ONNX exporter")
+    from mlserve.optimize.feeds import make_feeds
+
+    # an example batch of 1 would be specialised by torch.export (a size-1 dimension cannot be dynamic)
+    dynamic = any(s.dynamic_batch for s in specs)
+    feeds = make_feeds(specs, batch=2 if dynamic else None, seed=0)
+    args = tuple(torch.from_numpy(feeds[s.name]) for s in specs)
+    names = [s.name for s in specs]
+    errors: list[str] = []
+    if not isinstance(net, torch.jit.ScriptModule):
+        with progress.task("exporting to ONNX (dynamo exporter)"), quiet() as log:
+            try:
+                batch = torch.export.Dim("batch", min=1)
+                shapes = tuple({0: batch} if s.dynamic_batch else None for s in specs)
+                torch.onnx.export(
+                    program if program is not None else net,
+                    args if program is None else (),
+                    str(target),
+                    dynamo=True,
+                    input_names=names,
+                    output_names=outputs,
+                    dynamic_shapes=shapes if dynamic and program is None else None,
+                    opset_version=OPSET,
+                    external_data=False,
+                    optimize=True,
+                )
+                check_and_infer(target)
+                return "dynamo"
+            except Exception as exc:  # noqa: BLE001 - any failure means: try the other exporter
+                errors.append(f"dynamo: {type(exc).__name__}: {_first_line(exc)} {log.tail(120)}".strip())
+    else:
+        errors.append("dynamo: skipped (TorchScript modules cannot be traced by torch.export)")
+    with progress.task("exporting to ONNX (TorchScript exporter)"), quiet() as log:
+        try:
+            axes = {name: {0: "batch"} for name, s in zip(names, specs) if s.dynamic_batch}
+            if dynamic:
+                axes.update({name: {0: "batch"} for name in outputs})
+            torch.onnx.export(
+                net,
+                args,
+                str(target),
+                dynamo=False,
+                input_names=names,
+                output_names=outputs,
+                dynamic_axes=axes or None,
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+            check_and_infer(target)
+            return "torchscript"
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"torchscript: {type(exc).__name__}: {_first_line(exc)}")
+    raise UsageError("neither ONNX exporter could export the model: " + "; ".join(errors))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def check_and_infer(path: Path) -> None:
+    """Run the ONNX checker and save the model with inferred shapes (in place)."""
+    onnx = require("onnx")
+    try:
+        onnx.checker.check_model(str(path))
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"the exported ONNX model is invalid: {type(exc).__name__}: {_first_line(exc)}") from None
+    onnx.save(model, str(path))

@@ -1,0 +1,99 @@
+"""Typed results of ``mlserve optimize`` (rendered as a table or a JSON document by the CLI)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from mlserve.optimize.specs import InputSpec
+
+Verdict = Literal["chosen", "passed", "slower", "failed-parity", "skipped", "error", "mismatch-allowed"]
+
+
+class OutputParity(BaseModel):
+    """How one output of a candidate compares with the source model's."""
+
+    name: str
+    max_abs_err: float
+    max_rel_err: float
+    mean_abs_err: float
+    cosine: float
+    mismatched: int = Field(description="elements outside both atol and rtol")
+    elements: int
+    nan: int = Field(description="NaN elements in the candidate's output that the source does not have")
+    inf: int = Field(description="Inf elements in the candidate's output that the source does not have")
+    top1_agreement: Optional[float] = Field(None, description="argmax (or label) agreement, for classifier outputs")
+    atol: float
+    rtol: float
+    passed: bool
+    reason: Optional[str] = None
+
+
+class ParityReport(BaseModel):
+    precision: str
+    samples: int = Field(description="input rows compared (seeded random plus user data)")
+    user_samples: int = 0
+    passed: bool
+    outputs: list[OutputParity]
+
+    def worst(self) -> Optional[OutputParity]:
+        failing = [o for o in self.outputs if not o.passed]
+        return failing[0] if failing else None
+
+
+class Latency(BaseModel):
+    p50_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    iterations: int
+    threads: Optional[int] = Field(None, description="ORT intra-op threads of the fastest setting (None: not ORT)")
+    harness: str = Field(description="which measurement loop produced the figures")
+
+
+class Candidate(BaseModel):
+    name: str
+    precision: str
+    verdict: Verdict
+    reason: Optional[str] = None
+    size_bytes: Optional[int] = None
+    latency: Optional[Latency] = None
+    speedup_vs_source: Optional[float] = None
+    speedup_vs_fp32: Optional[float] = None
+    parity: Optional[ParityReport] = None
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    path: Optional[str] = Field(None, description="where the artifact was written (--output-dir), else None")
+
+
+class SourceInfo(BaseModel):
+    kind: str = Field(description="onnx, torchscript, torch-export, factory, sklearn")
+    location: str = Field(description="the path, factory or registry reference given")
+    path: Optional[str] = None
+    sha256: Optional[str] = None
+    registry_model: Optional[str] = None
+    registry_version: Optional[str] = None
+    exporter: Optional[str] = Field(None, description="what produced the ONNX graph: dynamo, torchscript, skl2onnx, none")
+    inputs: list[InputSpec]
+    outputs: list[str]
+    latency: Optional[Latency] = None
+
+
+class Registered(BaseModel):
+    model: str
+    version: str
+    sha256: str
+
+
+class OptimizeResult(BaseModel):
+    source: SourceInfo
+    mode: Literal["auto", "variants"]
+    candidates: list[Candidate]
+    chosen: Optional[str] = None
+    output: Optional[str] = None
+    output_dir: Optional[str] = None
+    report: Optional[str] = None
+    registered: Optional[Registered] = None
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    tools: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)

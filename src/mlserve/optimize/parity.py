@@ -1,0 +1,117 @@
+"""The guardrail: does a candidate compute the same function as the source model?
+
+Every output is compared element-wise with Polygraphy's rule (an element fails only when it is
+outside both ``atol`` and ``rtol * |reference|``), plus cosine similarity, NaN/Inf that the source
+does not produce, and, for classifier-shaped outputs, top-1 (or label) agreement.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from mlserve.optimize.models import OutputParity, ParityReport
+from mlserve.optimize.specs import ToleranceOverride, tolerance_for
+
+Runner = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def compare_output(name: str, reference: Any, candidate: Any, precision: str, overrides: list[ToleranceOverride]) -> OutputParity:
+    import numpy as np
+
+    tol = tolerance_for(name, precision, overrides)
+    ref = np.asarray(reference)
+    got = np.asarray(candidate)
+    base = {"name": name, "atol": tol.atol, "rtol": tol.rtol}
+    if ref.shape != got.shape:
+        return OutputParity(
+            **base, max_abs_err=float("inf"), max_rel_err=float("inf"), mean_abs_err=float("inf"), cosine=0.0,
+            mismatched=int(max(ref.size, got.size)), elements=int(ref.size), nan=0, inf=0, passed=False,
+            reason=f"shape {list(got.shape)} differs from the source's {list(ref.shape)}",
+        )
+    if ref.dtype.kind in "iub" and got.dtype.kind in "iub":
+        agree = float(np.mean(ref == got)) if ref.size else 1.0
+        wrong = int(np.sum(ref != got))
+        passed = agree >= tol.min_top1
+        return OutputParity(
+            **base, max_abs_err=float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))) if ref.size else 0.0,
+            max_rel_err=0.0, mean_abs_err=float(np.mean(ref != got)) if ref.size else 0.0, cosine=1.0 if wrong == 0 else agree,
+            mismatched=wrong, elements=int(ref.size), nan=0, inf=0, top1_agreement=agree, passed=passed,
+            reason=None if passed else f"label agreement {agree:.3f} is below {tol.min_top1}",
+        )
+    r = ref.astype(np.float64)
+    g = got.astype(np.float64)
+    ref_finite = np.isfinite(r)
+    nan = int(np.sum(np.isnan(g) & ~np.isnan(r)))
+    inf = int(np.sum(np.isinf(g) & ~np.isinf(r)))
+    both = ref_finite & np.isfinite(g)
+    diff = np.abs(g - r)[both]
+    scale = np.abs(r)[both]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(scale > 0, diff / scale, np.where(diff > 0, np.inf, 0.0))
+    mismatched = int(np.sum((diff > tol.atol) & (diff > tol.rtol * scale)))
+    rv, gv = r[both], g[both]
+    nr, ng = float(np.linalg.norm(rv)), float(np.linalg.norm(gv))
+    if nr == 0.0 and ng == 0.0:
+        cosine = 1.0
+    elif nr == 0.0 or ng == 0.0:
+        cosine = 0.0
+    else:
+        cosine = float(np.dot(rv, gv) / (nr * ng))
+    top1 = None
+    if r.ndim == 2 and r.shape[1] >= 2 and r.shape[0] >= 1:
+        top1 = float(np.mean(np.argmax(np.nan_to_num(r), axis=1) == np.argmax(np.nan_to_num(g), axis=1)))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float(rel.max()) if rel.size else 0.0
+    reasons = []
+    if nan or inf:
+        reasons.append(f"{nan} NaN and {inf} Inf values the source does not produce")
+    if mismatched:
+        reasons.append(
+            f"{mismatched} of {r.size} elements outside atol={tol.atol:g} and rtol={tol.rtol:g} "
+            f"(max abs err {max_abs:.3g}, max rel err {max_rel:.3g})"
+        )
+    if cosine < tol.min_cosine:
+        reasons.append(f"cosine similarity {cosine:.6f} is below {tol.min_cosine}")
+    if top1 is not None and top1 < tol.min_top1:
+        reasons.append(f"top-1 agreement {top1:.3f} is below {tol.min_top1}")
+    return OutputParity(
+        **base, max_abs_err=max_abs, max_rel_err=max_rel, mean_abs_err=float(diff.mean()) if diff.size else 0.0,
+        cosine=cosine, mismatched=mismatched, elements=int(r.size), nan=nan, inf=inf, top1_agreement=top1,
+        passed=not reasons, reason="; ".join(reasons) or None,
+    )
+
+
+def check_parity(
+    reference: Runner,
+    candidate: Runner,
+    feeds: list[dict[str, Any]],
+    output_names: list[str],
+    *,
+    precision: str,
+    overrides: list[ToleranceOverride] | None = None,
+    user_batches: int = 0,
+    reference_outputs: list[dict[str, Any]] | None = None,
+) -> ParityReport:
+    """Run both on every feed and compare each output over all of them at once."""
+    import numpy as np
+
+    refs = reference_outputs if reference_outputs is not None else [reference(f) for f in feeds]
+    gots = [candidate(f) for f in feeds]
+    outputs = []
+    for name in output_names:
+        ref = np.concatenate([np.atleast_1d(np.asarray(r[name])) for r in refs])
+        try:
+            got = np.concatenate([np.atleast_1d(np.asarray(g[name])) for g in gots])
+        except (KeyError, ValueError) as exc:
+            outputs.append(
+                OutputParity(
+                    name=name, max_abs_err=float("inf"), max_rel_err=float("inf"), mean_abs_err=float("inf"), cosine=0.0,
+                    mismatched=int(ref.size), elements=int(ref.size), nan=0, inf=0, atol=0.0, rtol=0.0, passed=False,
+                    reason=f"the candidate does not produce this output ({type(exc).__name__})",
+                )
+            )
+            continue
+        outputs.append(compare_output(name, ref, got, precision, overrides or []))
+    rows = [len(np.atleast_1d(next(iter(f.values())))) if f else 1 for f in feeds]
+    user_rows = sum(rows[len(rows) - user_batches :]) if user_batches else 0
+    return ParityReport(precision=precision, samples=sum(rows), user_samples=user_rows, passed=all(o.passed for o in outputs), outputs=outputs)

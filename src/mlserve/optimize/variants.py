@@ -1,0 +1,247 @@
+"""Building the candidate artifacts from the FP32 ONNX export.
+
+Each builder takes the exported FP32 model and writes one file; a builder that does not apply to
+this model or this machine raises :class:`VariantSkipped` with the reason (shown in the table).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from mlserve._deps import require
+from mlserve.optimize._quiet import quiet
+from mlserve.optimize.specs import InputSpec
+from mlserve.progress import NULL_PROGRESS, Progress
+
+
+class VariantSkipped(Exception):
+    """This variant does not apply here (no CUDA, nothing to quantize...)."""
+
+
+@dataclass
+class BuildContext:
+    source_onnx: Path
+    """The FP32 export (checked, shapes inferred)."""
+    workdir: Path
+    specs: list[InputSpec]
+    calibration: list[dict[str, Any]] | None = None
+    """User feeds for static quantization; None means generated data (with a warning)."""
+    calibration_batches: int = 16
+    progress: Progress = NULL_PROGRESS
+    warnings: list[str] = field(default_factory=list)
+    _preprocessed: Path | None = None
+
+    def preprocessed(self) -> Path:
+        """The model after ORT's recommended quantization pre-processing (falls back to the export)."""
+        if self._preprocessed is None:
+            out = self.workdir / "preprocessed.onnx"
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            with quiet():
+                try:
+                    quant_pre_process(str(self.source_onnx), str(out), skip_symbolic_shape=False)
+                    self._preprocessed = out
+                except Exception:  # noqa: BLE001 - pre-processing is an optimization, not a requirement
+                    self._preprocessed = self.source_onnx
+        return self._preprocessed
+
+
+@dataclass
+class Built:
+    path: Path
+    recipe: dict[str, Any]
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def has_vnni() -> bool:
+    flags = cpu_flags()
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
+
+
+def build_fp32(ctx: BuildContext) -> Built:
+    ort = require("onnxruntime")
+    out = ctx.workdir / "fp32.onnx"
+    with ctx.progress.task("fp32: ONNX Runtime offline graph optimization"), quiet():
+        options = ort.SessionOptions()
+        # EXTENDED fusions stay valid on any CPU; ALL would add layout changes tied to this machine
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(out)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(ctx.source_onnx), options, providers=["CPUExecutionProvider"])
+    return Built(out, {"variant": "fp32", "graph_optimization_level": "ORT_ENABLE_EXTENDED", "tool": "onnxruntime"})
+
+
+def build_fp16(ctx: BuildContext) -> Built:
+    onnx = require("onnx")
+    require("onnxruntime")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    out = ctx.workdir / "fp16.onnx"
+    with ctx.progress.task("fp16: converting weights and activations"), quiet():
+        model = onnx.load(str(ctx.source_onnx))
+        converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+        onnx.save(converted, str(out))
+    return Built(
+        out,
+        {"variant": "fp16", "tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True},
+    )
+
+
+def _quantized_ops(path: Path) -> int:
+    onnx = require("onnx")
+    quantized = {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "QAttention"}
+    return sum(1 for node in onnx.load(str(path)).graph.node if node.op_type in quantized)
+
+
+def build_int8_dynamic(ctx: BuildContext) -> Built:
+    require("onnxruntime.quantization", purpose="INT8 quantization")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = ctx.workdir / "int8-dynamic.onnx"
+    reduce_range = not has_vnni()
+    with ctx.progress.task("int8-dynamic: quantizing weights"), quiet() as log:
+        try:
+            quantize_dynamic(str(ctx.preprocessed()), str(out), weight_type=QuantType.QInt8, reduce_range=reduce_range)
+        except Exception as exc:  # noqa: BLE001
+            raise VariantSkipped(f"quantize_dynamic failed: {type(exc).__name__}: {str(exc)[:200]} {log.tail(100)}".strip()) from None
+    if not out.exists() or _quantized_ops(out) == 0:
+        raise VariantSkipped("no operator in this model can be quantized dynamically")
+    return Built(
+        out,
+        {"variant": "int8-dynamic", "tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "reduce_range": reduce_range},
+    )
+
+
+class _Reader:
+    """A CalibrationDataReader over a list of feeds (the ORT quantizer pulls them one by one)."""
+
+    def __init__(self, feeds: list[dict[str, Any]]) -> None:
+        self._iter: Iterator[dict[str, Any]] = iter(feeds)
+        self._feeds = feeds
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self._feeds)
+
+
+def build_int8_static(ctx: BuildContext) -> Built:
+    require("onnxruntime.quantization", purpose="INT8 quantization")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from mlserve.optimize.feeds import make_feeds
+
+    if ctx.calibration:
+        feeds, origin = ctx.calibration, "user data"
+    else:
+        feeds = [make_feeds(ctx.specs, batch=1, seed=1000 + i) for i in range(ctx.calibration_batches)]
+        origin = "generated N(0,1) data"
+        ctx.warnings.append(
+            "int8-static was calibrated on generated random data: activation ranges may not match real inputs; "
+            "give real samples with --calibration-data FILE.npz"
+        )
+    out = ctx.workdir / "int8-static.onnx"
+    with ctx.progress.task(f"int8-static: calibrating on {len(feeds)} batches", total=len(feeds)), quiet() as log:
+        try:
+            quantize_static(
+                str(ctx.preprocessed()),
+                str(out),
+                _Reader(feeds),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=not has_vnni(),
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise VariantSkipped(f"quantize_static failed: {type(exc).__name__}: {str(exc)[:200]} {log.tail(100)}".strip()) from None
+    if not out.exists() or _quantized_ops(out) == 0:
+        raise VariantSkipped("no operator in this model can be quantized statically")
+    return Built(
+        out,
+        {
+            "variant": "int8-static",
+            "tool": "onnxruntime.quantization.quantize_static",
+            "format": "QDQ",
+            "activation_type": "QInt8",
+            "weight_type": "QInt8",
+            "per_channel": True,
+            "calibration": {"method": "MinMax", "batches": len(feeds), "origin": origin},
+        },
+    )
+
+
+def build_tensorrt(precision: str) -> Callable[[BuildContext], Built]:
+    def build(ctx: BuildContext) -> Built:
+        from mlserve.optimize.tensorrt import build_engine, tensorrt_unavailable_reason
+
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            raise VariantSkipped(reason)
+        source = ctx.source_onnx
+        if precision == "int8":
+            # TensorRT 10 takes INT8 through explicit quantization: feed it the QDQ model
+            source = build_int8_static(ctx).path
+        out = ctx.workdir / f"trt-{precision}.engine"
+        recipe = build_engine(source, out, precision=precision, specs=ctx.specs, progress=ctx.progress)
+        return Built(out, recipe)
+
+    return build
+
+
+BUILDERS: dict[str, Callable[[BuildContext], Built]] = {
+    "fp32": build_fp32,
+    "fp16": build_fp16,
+    "int8-dynamic": build_int8_dynamic,
+    "int8-static": build_int8_static,
+    "trt-fp32": build_tensorrt("fp32"),
+    "trt-fp16": build_tensorrt("fp16"),
+    "trt-int8": build_tensorrt("int8"),
+}
+
+
+def cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return True
+    except ImportError:
+        pass
+    return os.path.exists("/proc/driver/nvidia/version")
+
+
+def auto_variants() -> tuple[list[str], dict[str, str]]:
+    """The candidates worth building on this machine, and the reason each other one is not built."""
+    from mlserve.optimize.tensorrt import tensorrt_unavailable_reason
+
+    chosen = ["fp32", "int8-dynamic", "int8-static"]
+    skipped: dict[str, str] = {}
+    if cuda_available():
+        chosen.append("fp16")
+    else:
+        skipped["fp16"] = "no CUDA here; ONNX Runtime's CPU provider has no fast FP16 kernels (build it with --variant fp16)"
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        for name in ("trt-fp32", "trt-fp16", "trt-int8"):
+            skipped[name] = reason
+    else:
+        chosen += ["trt-fp32", "trt-fp16", "trt-int8"]
+    return chosen, skipped
+

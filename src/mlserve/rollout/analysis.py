@@ -1,0 +1,529 @@
+"""The rollout judge: thresholds (like Flagger) and a canary-versus-stable comparison (like Kayenta).
+
+An :class:`AnalysisSpec` lists metrics as PromQL templates. For one analysis window the judge runs
+each template twice over the same time range, once for the canary and once for stable, and decides
+per metric:
+
+1. **Threshold** (when ``threshold`` is set): a statistic of the canary's points (``threshold_on``,
+   default the median) must stay ``<= threshold`` (``direction: max``, e.g. latency, error rate)
+   or ``>= threshold`` (``direction: min``, e.g. success rate). Violated: verdict ``fail``.
+2. **Comparison** (when ``compare`` is true): a two-sided Mann-Whitney U test of canary against
+   stable points and the Hodges-Lehmann shift ``canary - stable`` with its confidence interval.
+   The canary is *High* (or *Low*) when the interval lies wholly above (below) zero **and** the
+   estimated shift is larger than the metric's allowance: ``max(tolerance, allowed_increase_pct%
+   of |stable median|)`` (``allowed_decrease_pct`` for Low). A shift in the bad direction (up for
+   ``max`` metrics, down for ``min`` metrics, either with ``fail_on: either``) gives the verdict
+   ``high``/``low``; a significant improvement passes.
+3. Fewer than ``min_points`` finite points on a side that a check needs: ``inconclusive``, never a
+   pass. A real threshold failure is still reported as ``fail``.
+
+Score (Kayenta): ``passed / all metrics x 100``; a failed critical metric forces 0. The analysis
+verdict is ``pass`` at ``>= pass_score``, ``marginal`` at ``>= marginal_score``, else ``fail``;
+when any metric is inconclusive and the score does not fail the analysis, the verdict is
+``inconclusive`` (and the score is not given), so missing data can never promote.
+
+Templates use ``{target}`` (the canary's or stable's workload name), ``{namespace}``, ``{window}``
+(the spec's ``window``, for ``rate(...[{window}])``) and ``{model}``; other braces are PromQL's own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlserve.errors import UsageError
+
+PLACEHOLDERS = ("target", "namespace", "window", "model")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+Direction = Literal["max", "min"]
+MetricVerdict = Literal["pass", "high", "low", "inconclusive", "fail"]
+AnalysisVerdict = Literal["pass", "marginal", "fail", "inconclusive"]
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Prometheus duration (``15s``, ``1m30s``, ``500ms``) as a timedelta."""
+    if not _DURATION.match(text):
+        raise ValueError(f"not a Prometheus duration: {text!r} (use e.g. 15s, 1m, 1h30m, 500ms)")
+    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text)))
+
+
+def render_query(template: str, **values: str) -> str:
+    """Fill ``{target}``-style placeholders and leave PromQL's own braces alone."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        # Values go inside PromQL string literals: escape what would end the literal.
+        return str(values[name]).replace("\\", "\\\\").replace('"', '\\"')
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+class MetricSpec(BaseModel):
+    """One metric of an analysis: a PromQL template and how to judge its values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Name shown in reports.")
+    query: str = Field(min_length=1, description="PromQL template returning ONE series; placeholders {target} {namespace} {window} {model}.")
+    direction: Direction = Field(description="'max': lower is better and the value must stay <= threshold; 'min': higher is better, >= threshold.")
+    threshold: float | None = Field(default=None, description="Limit for the canary's value (see direction); None: no threshold check.")
+    threshold_on: Literal["median", "mean", "last", "worst"] = Field(
+        default="median", description="Which statistic of the canary's points is held to the threshold ('worst': max for direction max, min for min)."
+    )
+    compare: bool = Field(default=True, description="Compare canary against stable (Mann-Whitney + Hodges-Lehmann).")
+    fail_on: Literal["worse", "either"] = Field(
+        default="worse", description="'worse': only a shift in the bad direction fails; 'either': any significant shift fails."
+    )
+    allowed_increase_pct: float = Field(default=10.0, ge=0, description="A significant increase smaller than this % of the stable median still passes.")
+    allowed_decrease_pct: float = Field(default=10.0, ge=0, description="A significant decrease smaller than this % of the stable median still passes.")
+    tolerance: float = Field(default=0.0, ge=0, description="A significant shift up to this absolute amount still passes (for metrics whose stable median is ~0).")
+    critical: bool = Field(default=False, description="A failure of this metric fails the whole analysis (score 0).")
+    min_points: int = Field(default=50, ge=1, description="Fewer finite points than this on a side: inconclusive (Kayenta uses 50).")
+
+    @field_validator("query")
+    @classmethod
+    def _known_placeholders(cls, query: str) -> str:
+        unknown = sorted({m for m in _PLACEHOLDER.findall(query) if m not in PLACEHOLDERS})
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+        return query
+
+    @model_validator(mode="after")
+    def _checks_something(self) -> "MetricSpec":
+        if self.threshold is None and not self.compare:
+            raise ValueError(f"metric {self.name!r} checks nothing: set a threshold or compare: true")
+        return self
+
+
+class AnalysisSpec(BaseModel):
+    """What the judge measures and the limits of its verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: list[MetricSpec] = Field(min_length=1)
+    step: str = Field(default="15s", description="Resolution of the range queries (one point per step).")
+    window: str = Field(default="1m", description="Value of {window} in the templates, e.g. rate(x[{window}]).")
+    pass_score: float = Field(default=95.0, ge=0, le=100)
+    marginal_score: float = Field(default=75.0, ge=0, le=100)
+    confidence: float = Field(default=0.95, gt=0, lt=1, description="Confidence of the shift's interval.")
+
+    @field_validator("step", "window")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AnalysisSpec":
+        if self.marginal_score > self.pass_score:
+            raise ValueError(f"marginal_score ({self.marginal_score:g}) must not exceed pass_score ({self.pass_score:g})")
+        names = [m.name for m in self.metrics]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"metric names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+    def min_range(self) -> timedelta:
+        """The shortest analysis range that can give every metric its ``min_points`` points.
+
+        A rollout should refuse up front a pause shorter than this: the judge could only say
+        "inconclusive".
+        """
+        most = max(m.min_points for m in self.metrics)
+        return parse_duration(self.step) * max(most - 1, 0)
+
+
+def _spec_error(source: str, exc: ValidationError) -> UsageError:
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return UsageError(f"{source}: {where}: {first['msg']}{more}", details={"errors": [{"loc": list(map(str, e["loc"])), "msg": e["msg"]} for e in errors]})
+
+
+def analysis_from_dict(doc: Any, *, source: str = "analysis") -> AnalysisSpec:
+    """Validate a parsed analysis document; a ``defaults:`` mapping adds the ready-made checks.
+
+    ``defaults: {}`` (or with :func:`default_analysis` arguments such as ``min_success_rate``)
+    puts the success-rate and p99-latency checks before the file's own ``metrics``.
+    """
+    if not isinstance(doc, dict):
+        raise UsageError(f"{source}: expected a mapping with a 'metrics' list, got {type(doc).__name__}")
+    doc = dict(doc)
+    defaults = doc.pop("defaults", None)
+    try:
+        if defaults is not None:
+            if not isinstance(defaults, dict):
+                raise UsageError(f"{source}: defaults: expected a mapping of default_analysis() options")
+            unknown = sorted(set(defaults) - set(DEFAULT_OPTIONS))
+            if unknown:
+                raise UsageError(f"{source}: defaults: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTIONS)}")
+            base = default_analysis(**defaults)
+            own = doc.pop("metrics", None) or []
+            merged = {**base.model_dump(exclude={"metrics"}), **doc}
+            merged["metrics"] = [m.model_dump() for m in base.metrics] + list(own)
+            return AnalysisSpec.model_validate(merged)
+        return AnalysisSpec.model_validate(doc)
+    except ValidationError as exc:
+        raise _spec_error(source, exc) from exc
+
+
+def load_analysis(path: str | Path) -> AnalysisSpec:
+    """Read an analysis file (YAML, or JSON by its ``.json`` suffix); errors name the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UsageError(f"analysis file {path} does not exist") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read analysis file {path}: {exc.strerror or exc}") from exc
+    if path.suffix.lower() == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    else:
+        from mlserve._deps import require
+
+        yaml_mod = require("ruamel.yaml", purpose="reading the analysis file")
+        try:
+            doc = yaml_mod.YAML(typ="safe", pure=True).load(text)
+        except yaml_mod.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            raise UsageError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
+    return analysis_from_dict(doc, source=str(path))
+
+
+DEFAULT_OPTIONS = (
+    "selector",
+    "requests_metric",
+    "code_label",
+    "error_codes",
+    "latency_histogram",
+    "min_success_rate",
+    "max_p99_seconds",
+    "min_points",
+    "critical",
+    "step",
+    "window",
+    "pass_score",
+    "marginal_score",
+    "confidence",
+)
+
+
+def default_analysis(
+    *,
+    selector: str = 'namespace="{namespace}",deployment="{target}"',
+    requests_metric: str = "http_requests_total",
+    code_label: str = "code",
+    error_codes: str = "5..",
+    latency_histogram: str = "http_request_duration_seconds",
+    min_success_rate: float = 0.99,
+    max_p99_seconds: float = 0.5,
+    min_points: int = 50,
+    critical: bool = True,
+    **spec_overrides: Any,
+) -> AnalysisSpec:
+    """The common case: request success rate (``>= min_success_rate``) and p99 latency.
+
+    * ``selector``: label matchers that pick one side's series (``{target}`` is the canary's or
+      stable's Deployment name, ``{namespace}`` its namespace); e.g. ``service="{target}"`` or
+      ``pod=~"{target}-[a-z0-9]+-[a-z0-9]+"`` for kubelet-discovered pods.
+    * ``requests_metric``: a request counter with a status-code label ``code_label``; codes that
+      match the regex ``error_codes`` are failures.
+    * ``latency_histogram``: a Prometheus histogram in seconds (its ``_bucket`` series is used).
+
+    Success rate: ``1 - errors/total`` where no errors at all count as 0 (an all-failing canary
+    must not look like "no data"); no traffic at all gives no point. The p99 is
+    ``histogram_quantile(0.99, ...)`` of the summed bucket rates. Any other keyword goes to
+    :class:`AnalysisSpec` (``step``, ``window``, ``pass_score``...).
+    """
+    sel = selector
+    success = (
+        f'1 - ((sum(rate({requests_metric}{{{sel},{code_label}=~"{error_codes}"}}[{{window}}])) or vector(0))'
+        f" / sum(rate({requests_metric}{{{sel}}}[{{window}}])))"
+    )
+    p99 = f"histogram_quantile(0.99, sum by (le) (rate({latency_histogram}_bucket{{{sel}}}[{{window}}])))"
+    metrics = [
+        MetricSpec(
+            name="success-rate",
+            query=success,
+            direction="min",
+            threshold=min_success_rate,
+            # A ratio near 1: a percentage of it makes no sense; half a percentage point is noise.
+            allowed_increase_pct=0.0,
+            allowed_decrease_pct=0.0,
+            tolerance=0.005,
+            critical=critical,
+            min_points=min_points,
+        ),
+        MetricSpec(
+            name="latency-p99",
+            query=p99,
+            direction="max",
+            threshold=max_p99_seconds,
+            allowed_increase_pct=10.0,
+            tolerance=0.001,  # 1 ms
+            critical=critical,
+            min_points=min_points,
+        ),
+    ]
+    try:
+        return AnalysisSpec(metrics=metrics, **spec_overrides)
+    except ValidationError as exc:
+        raise _spec_error("default analysis", exc) from exc
+
+
+class AnalysisContext(BaseModel):
+    """Who is compared and over which time range (both sides over the same range)."""
+
+    canary: str
+    stable: str
+    namespace: str
+    model: str
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AnalysisContext":
+        if _aware(self.end) <= _aware(self.start):
+            raise ValueError("end must be after start")
+        return self
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+class MetricResult(BaseModel):
+    name: str
+    verdict: MetricVerdict
+    reason: str
+    critical: bool
+    direction: Direction
+    queries: dict[str, str]  # side -> the PromQL actually sent
+    canary_points: int
+    stable_points: int
+    dropped_points: int = 0  # NaN/Inf values left out (e.g. 0/0 when a side had no traffic)
+    canary_median: float | None = None
+    stable_median: float | None = None
+    threshold: float | None = None
+    threshold_value: float | None = None  # the canary statistic held to the threshold
+    threshold_verdict: Literal["pass", "fail", "inconclusive"] | None = None
+    comparison: Literal["pass", "high", "low", "inconclusive"] | None = None  # None: not compared
+    mann_whitney_u: float | None = None
+    p_value: float | None = None
+    shift: float | None = None  # Hodges-Lehmann estimate of canary - stable
+    shift_low: float | None = None  # its confidence interval (None: unbounded at this sample size)
+    shift_high: float | None = None
+    allowance: float | None = None  # how large a significant shift may be and still pass
+
+
+class AnalysisResult(BaseModel):
+    verdict: AnalysisVerdict
+    score: float | None  # None when inconclusive
+    reason: str
+    metrics: list[MetricResult]
+    start: datetime
+    end: datetime
+    pass_score: float
+    marginal_score: float
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+
+def _statistic(values: list[float], how: str, direction: Direction) -> float:
+    from mlserve.rollout.stats import median
+
+    if how == "median":
+        return float(median(values))  # type: ignore[arg-type]
+    if how == "mean":
+        return sum(values) / len(values)
+    if how == "last":
+        return values[-1]
+    return max(values) if direction == "max" else min(values)
+
+
+def _fmt(value: float | None) -> str:
+    return "none" if value is None else f"{value:.6g}"
+
+
+def judge_metric(metric: MetricSpec, canary: list[float], stable: list[float], *, confidence: float) -> MetricResult:
+    """Judge one metric from finite canary and stable values (no Prometheus involved)."""
+    from mlserve.rollout import stats
+
+    result = MetricResult(
+        name=metric.name,
+        verdict="pass",
+        reason="",
+        critical=metric.critical,
+        direction=metric.direction,
+        queries={},
+        canary_points=len(canary),
+        stable_points=len(stable),
+        canary_median=stats.median(canary),
+        stable_median=stats.median(stable),
+        threshold=metric.threshold,
+    )
+    reasons: list[str] = []
+    enough_canary = len(canary) >= metric.min_points
+
+    if metric.threshold is not None:
+        if not enough_canary:
+            result.threshold_verdict = "inconclusive"
+            reasons.append(f"canary has {len(canary)} point(s), {metric.min_points} needed")
+        else:
+            value = _statistic(canary, metric.threshold_on, metric.direction)
+            result.threshold_value = value
+            ok = value <= metric.threshold if metric.direction == "max" else value >= metric.threshold
+            result.threshold_verdict = "pass" if ok else "fail"
+            sign = "<=" if metric.direction == "max" else ">="
+            if not ok:
+                reasons.append(f"canary {metric.threshold_on} {value:.6g} is not {sign} {metric.threshold:g}")
+
+    if metric.compare:
+        if not enough_canary or len(stable) < metric.min_points:
+            result.comparison = "inconclusive"
+            if enough_canary or metric.threshold is None:
+                reasons.append(
+                    f"comparison needs {metric.min_points} point(s) per side, canary has {len(canary)}, stable has {len(stable)}"
+                )
+        else:
+            a, b = stats.limit_pairs(canary, stable)
+            mw = stats.mann_whitney(a, b)
+            hl = stats.hodges_lehmann(a, b, confidence)
+            result.mann_whitney_u, result.p_value = mw.u, mw.p_value
+            result.shift, result.shift_low, result.shift_high = hl.estimate, hl.low, hl.high
+            base = abs(result.stable_median or 0.0)
+            up = max(metric.tolerance, metric.allowed_increase_pct / 100.0 * base)
+            down = max(metric.tolerance, metric.allowed_decrease_pct / 100.0 * base)
+            above = hl.low is not None and hl.low > 0 and hl.estimate > up
+            below = hl.high is not None and hl.high < 0 and -hl.estimate > down
+            result.comparison = "high" if above else "low" if below else "pass"
+            result.allowance = up if hl.estimate >= 0 else down
+            bad = (above or below) and (metric.fail_on == "either" or (above and metric.direction == "max") or (below and metric.direction == "min"))
+            if bad:
+                reasons.append(
+                    f"canary is {'higher' if above else 'lower'} than stable by {abs(hl.estimate):.6g} "
+                    f"({confidence:.0%} CI {_fmt(hl.low)}..{_fmt(hl.high)}, p={mw.p_value:.3g}, allowance {result.allowance:.6g})"
+                )
+
+    if result.threshold_verdict == "fail":
+        result.verdict = "fail"
+    elif result.comparison in ("high", "low") and (
+        metric.fail_on == "either"
+        or (result.comparison == "high" and metric.direction == "max")
+        or (result.comparison == "low" and metric.direction == "min")
+    ):
+        result.verdict = result.comparison  # type: ignore[assignment]
+    elif "inconclusive" in (result.threshold_verdict, result.comparison):
+        result.verdict = "inconclusive"
+    else:
+        result.verdict = "pass"
+    if not reasons:
+        parts = []
+        if result.threshold_verdict == "pass":
+            sign = "<=" if metric.direction == "max" else ">="
+            parts.append(f"canary {metric.threshold_on} {result.threshold_value:.6g} {sign} {metric.threshold:g}")
+        if result.comparison == "pass":
+            parts.append("no significant shift from stable")
+        elif result.comparison in ("high", "low"):
+            parts.append(f"canary significantly {'higher' if result.comparison == 'high' else 'lower'}, an improvement")
+        reasons = parts or ["ok"]
+    result.reason = "; ".join(reasons)
+    return result
+
+
+def score_analysis(spec: AnalysisSpec, metrics: list[MetricResult]) -> tuple[AnalysisVerdict, float | None, str]:
+    """Kayenta's scoring: passed/all x 100, critical failure forces 0, inconclusive never passes."""
+    failed = [m for m in metrics if m.verdict in ("fail", "high", "low")]
+    inconclusive = [m for m in metrics if m.verdict == "inconclusive"]
+    critical = [m for m in failed if m.critical]
+    if critical:
+        return "fail", 0.0, f"critical metric(s) failed: {', '.join(m.name for m in critical)}"
+    if inconclusive and not failed:
+        return "inconclusive", None, f"not enough data for: {', '.join(m.name for m in inconclusive)}"
+    score = 100.0 * sum(m.verdict == "pass" for m in metrics) / len(metrics)
+    failed_names = ", ".join(m.name for m in failed) or "none"
+    if score >= spec.pass_score and not inconclusive:
+        return "pass", score, f"score {score:.0f} >= {spec.pass_score:g}" + (f" (failed: {failed_names})" if failed else "")
+    if score >= spec.marginal_score:
+        why = f"not enough data for {', '.join(m.name for m in inconclusive)}" if score >= spec.pass_score else f"failed: {failed_names}"
+        return "marginal", score, f"score {score:.0f}, marginal ({why})"
+    return "fail", score, f"score {score:.0f} < {spec.marginal_score:g}; failed: {failed_names}"
+
+
+def judge(spec: AnalysisSpec, ctx: AnalysisContext, prometheus: Any) -> AnalysisResult:
+    """Query every metric for canary and stable over ``ctx``'s range and give the verdict.
+
+    ``prometheus`` is a :class:`~mlserve.rollout.prometheus.PrometheusClient` (or anything with its
+    ``query_range``). Its :class:`~mlserve.errors.InfrastructureError` and
+    :class:`~mlserve.errors.UsageError` propagate: an unreachable Prometheus is not a verdict.
+    """
+    warnings: list[str] = []
+    start, end = _aware(ctx.start), _aware(ctx.end)
+    span = end - start
+    step = parse_duration(spec.step)
+    possible = int(span / step) + 1
+    needed = max(m.min_points for m in spec.metrics)
+    if possible < needed:
+        warnings.append(
+            f"the analysis range ({span.total_seconds():g}s at step {spec.step}) gives at most {possible} point(s) "
+            f"per side but a metric needs {needed}: lengthen the pause (>= {spec.min_range().total_seconds():g}s) or lower min_points"
+        )
+    results: list[MetricResult] = []
+    for metric in spec.metrics:
+        sides = ["canary", "stable"] if metric.compare else ["canary"]
+        queries = {
+            side: render_query(
+                metric.query,
+                target=ctx.canary if side == "canary" else ctx.stable,
+                namespace=ctx.namespace,
+                window=spec.window,
+                model=ctx.model,
+            )
+            for side in sides
+        }
+        values: dict[str, list[float]] = {"canary": [], "stable": []}
+        dropped = 0
+        for side, promql in queries.items():
+            points = prometheus.query_range(promql, start, end, spec.step)
+            finite = [v for _, v in points if math.isfinite(v)]
+            dropped += len(points) - len(finite)
+            values[side] = finite
+        result = judge_metric(metric, values["canary"], values["stable"], confidence=spec.confidence)
+        result.queries = queries
+        result.dropped_points = dropped
+        if dropped:
+            warnings.append(f"{metric.name}: {dropped} NaN/Inf point(s) left out (a side without traffic gives 0/0)")
+        results.append(result)
+    verdict, score, reason = score_analysis(spec, results)
+    return AnalysisResult(
+        verdict=verdict,
+        score=score,
+        reason=reason,
+        metrics=results,
+        start=start,
+        end=end,
+        pass_score=spec.pass_score,
+        marginal_score=spec.marginal_score,
+        warnings=warnings,
+    )

@@ -1,0 +1,184 @@
+"""The measurement harness: statistics against numpy, bootstrap intervals, windows and stopping rules."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlserve.benchmark.harness import (
+    MeasureConfig,
+    WindowFigures,
+    bootstrap_ratio_ci,
+    compare,
+    judge_stability,
+    latency_stats,
+    measure_callable,
+)
+from mlserve.errors import UsageError
+
+KNOWN = [1.0, 2.0, 3.0, 4.0, 10.0]
+
+
+def test_stats_of_known_samples() -> None:
+    stats = latency_stats(KNOWN, wall_s=2.0)
+    assert stats.count == 5
+    assert (stats.min_ms, stats.max_ms, stats.mean_ms, stats.median_ms) == (1.0, 10.0, 4.0, 3.0)
+    # linear interpolation between order statistics, as numpy's default
+    assert stats.p90_ms == pytest.approx(7.6)
+    assert stats.p99_ms == pytest.approx(9.76)
+    assert stats.std_ms == pytest.approx(np.sqrt(50 / 4))  # sample std, ddof=1
+    assert stats.cv == pytest.approx(np.sqrt(50 / 4) / 4)
+    assert stats.throughput_per_s == pytest.approx(2.5)  # 5 requests / 2 s
+
+
+@given(st.lists(st.floats(min_value=1e-4, max_value=1e4, allow_nan=False), min_size=2, max_size=300))
+@settings(max_examples=60, deadline=None)
+def test_stats_agree_with_numpy(samples: list[float]) -> None:
+    data = np.asarray(samples)
+    stats = latency_stats(samples, wall_s=1.5)
+    expected = np.percentile(data, [50, 90, 95, 99, 99.9])
+    got = [stats.median_ms, stats.p90_ms, stats.p95_ms, stats.p99_ms, stats.p999_ms]
+    assert got == pytest.approx(expected.tolist(), rel=1e-12)
+    assert stats.std_ms == pytest.approx(float(data.std(ddof=1)), rel=1e-9, abs=1e-12)
+    assert stats.mean_ms == pytest.approx(float(data.mean()), rel=1e-12)
+    assert stats.min_ms <= stats.median_ms <= stats.p90_ms <= stats.p95_ms <= stats.p99_ms <= stats.p999_ms <= stats.max_ms
+    assert stats.count == len(samples)
+
+
+def test_single_sample_has_zero_std_and_samples_stay_out_of_json() -> None:
+    stats = latency_stats([2.5], wall_s=1.0)
+    assert stats.std_ms == 0.0 and stats.cv == 0.0
+    assert stats.samples_ms == [2.5]
+    assert "samples_ms" not in stats.model_dump(mode="json")
+
+
+def test_no_samples_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="no latency samples"):
+        latency_stats([], wall_s=1.0)
+
+
+def test_bootstrap_interval_contains_the_true_ratio_and_is_seeded() -> None:
+    rng = np.random.default_rng(42)
+    a = rng.lognormal(mean=np.log(2.0), sigma=0.2, size=400)  # true median 2.0
+    b = rng.lognormal(mean=np.log(3.0), sigma=0.2, size=400)  # true median 3.0: ratio 1.5
+    ratio, low, high = bootstrap_ratio_ci(a, b, seed=7)
+    assert low < 1.5 < high
+    assert low < ratio < high
+    assert high - low < 0.2  # 400 samples pin it down
+    assert bootstrap_ratio_ci(a, b, seed=7) == (ratio, low, high)
+    assert bootstrap_ratio_ci(a, b, seed=8) != (ratio, low, high)
+
+
+def test_bootstrap_coverage_on_synthetic_samples() -> None:
+    """Over 40 independent experiments a 95% interval should miss the true ratio only a few times."""
+    rng = np.random.default_rng(3)
+    misses = 0
+    for i in range(40):
+        a = rng.gamma(shape=9.0, scale=1.0, size=150)
+        b = rng.gamma(shape=9.0, scale=1.25, size=150)  # ratio of medians exactly 1.25
+        _, low, high = bootstrap_ratio_ci(a, b, resamples=500, seed=i)
+        misses += not (low <= 1.25 <= high)
+    assert misses <= 6
+
+
+def test_bootstrap_rejects_a_bad_confidence() -> None:
+    with pytest.raises(UsageError, match="confidence"):
+        bootstrap_ratio_ci([1.0], [1.0], confidence=1.5)
+
+
+def test_stability_rule_on_known_windows() -> None:
+    config = MeasureConfig(windows=3, window_tolerance=0.10)
+    agree = [WindowFigures(count=10, median_ms=m, throughput_per_s=100.0) for m in (1.0, 1.05, 0.97)]
+    verdict = judge_stability(agree, cv=0.02, config=config, windows_measured=3)
+    assert verdict.stable, verdict.reason
+    disagree = [WindowFigures(count=10, median_ms=m, throughput_per_s=100.0) for m in (1.0, 1.5, 1.0)]
+    verdict = judge_stability(disagree, cv=0.02, config=config, windows_measured=3)
+    assert not verdict.stable
+    assert "window medians differ" in verdict.reason
+    slow_throughput = [WindowFigures(count=10, median_ms=1.0, throughput_per_s=t) for t in (100.0, 60.0, 100.0)]
+    assert "throughputs" in judge_stability(slow_throughput, cv=0.02, config=config, windows_measured=3).reason
+    strict = MeasureConfig(max_cv=0.01)
+    verdict = judge_stability(agree, cv=0.02, config=strict, windows_measured=3)
+    assert not verdict.stable and "coefficient of variation" in verdict.reason
+
+
+def test_measure_meets_both_minimums_and_warms_up() -> None:
+    calls = []
+    measurement = measure_callable(lambda: calls.append(1), MeasureConfig(warmup_s=0.01, min_iterations=50, min_seconds=0.03))
+    stats = measurement.stats
+    assert stats.count >= 50
+    assert stats.wall_s >= 0.03
+    assert measurement.warmup_iterations >= 1
+    assert len(calls) >= stats.count + measurement.warmup_iterations
+    assert len(stats.samples_ms) == stats.count
+    assert measurement.stability.windows_measured >= 3
+
+
+def test_minimum_iterations_dominate_when_calls_are_slow() -> None:
+    import time
+
+    measurement = measure_callable(lambda: time.sleep(0.002), MeasureConfig(warmup_s=0.0, min_iterations=12, min_seconds=0.0))
+    assert measurement.stats.count >= 12
+    assert measurement.stats.min_ms >= 2.0  # the sleep is inside the timed region
+
+
+def test_unstable_run_measures_extra_windows_then_gives_up() -> None:
+    import time
+
+    durations = iter([0.001] * 3 + [0.02] * 3 + [0.001] * 3 + [0.02] * 3 + [0.001] * 100)
+    measurement = measure_callable(
+        lambda: time.sleep(next(durations)),
+        MeasureConfig(warmup_s=0.0, min_iterations=3, min_seconds=0.0, windows=3, max_extra_windows=1, window_tolerance=0.05),
+    )
+    # warm-up takes one call; then windows of one call each: fast, fast, slow (disagree), slow: give up
+    assert not measurement.stable
+    assert measurement.stability.windows_measured == 4
+    assert measurement.warnings and "unstable" in measurement.warnings[0]
+
+
+def test_max_seconds_cuts_a_run_short() -> None:
+    import time
+
+    measurement = measure_callable(lambda: time.sleep(0.01), MeasureConfig(warmup_s=0.0, min_iterations=1000, min_seconds=0.0, max_seconds=0.05))
+    assert measurement.stats.count < 1000
+    assert any("cut the run short" in w for w in measurement.warnings)
+
+
+def test_concurrency_runs_in_several_threads() -> None:
+    import time
+
+    seen: set[int] = set()
+
+    def call() -> None:
+        seen.add(threading.get_ident())
+        time.sleep(0.001)
+
+    measurement = measure_callable(call, MeasureConfig(warmup_s=0.01, min_iterations=20, min_seconds=0.05, concurrency=4))
+    assert len(seen) == 4
+    assert measurement.concurrency == 4
+    assert measurement.stats.count >= 20
+    # four sleepers overlap: more requests per second than one thread could make
+    assert measurement.stats.throughput_per_s > 1.5 * (1000 / measurement.stats.median_ms)
+
+
+def test_an_exception_in_a_worker_thread_reaches_the_caller() -> None:
+    def boom() -> None:
+        raise RuntimeError("model exploded")
+
+    with pytest.raises(RuntimeError, match="model exploded"):
+        measure_callable(boom, MeasureConfig(warmup_s=0.0, min_seconds=0.01, concurrency=2))
+
+
+def test_compare_measurements() -> None:
+    import time
+
+    fast = measure_callable(lambda: None, MeasureConfig(warmup_s=0.0, min_iterations=200, min_seconds=0.01))
+    slow = measure_callable(lambda: time.sleep(0.001), MeasureConfig(warmup_s=0.0, min_iterations=30, min_seconds=0.01))
+    comparison = compare(fast, slow, resamples=300)
+    assert comparison.ratio > 10 and comparison.verdict == "slower"
+    assert comparison.ci_low <= comparison.ratio <= comparison.ci_high
+    assert compare(slow, fast, resamples=300).verdict == "faster"

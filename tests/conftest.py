@@ -1,0 +1,55 @@
+"""Fixtures shared by every test: an isolated environment and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's config, registry or colours."""
+    for var in list(os.environ):
+        if var.startswith("MLSERVE_"):
+            monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLSERVE_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("MLSERVE_ACTOR", "tester")
+
+
+@pytest.fixture
+def registry_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "registry"
+    monkeypatch.setenv("MLSERVE_REGISTRY", str(path))
+    return path
+
+
+class Cli:
+    """Runs ``mlserve`` in-process through Typer's runner with a fixed terminal width."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None):  # noqa: A002
+        from mlserve.cli.app import app
+
+        return self.runner.invoke(app, [str(a) for a in args], input=input,
+                                  env={"NO_COLOR": "1", "COLUMNS": "120", "TERM": "dumb"})
+
+    def json(self, *args: str):
+        import json
+
+        result = self(*args, "--json")
+        assert result.stderr == "", result.stderr
+        return result, json.loads(result.stdout)
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()

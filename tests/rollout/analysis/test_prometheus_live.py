@@ -1,0 +1,177 @@
+"""The judge against a real Prometheus scraping a local exporter with healthy, degraded and absent canaries.
+
+One Prometheus (scrape every 1s) and one exporter serve all tests of this module; the wait for data
+(about 15-20 s) is paid once.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from helpers.prometheus import TrafficProfile, WorkloadExporter, free_port, iter_lines, requires_prometheus, start_prometheus
+
+from mlserve.errors import InfrastructureError, UsageError
+from mlserve.rollout.analysis import AnalysisContext, analysis_from_dict, default_analysis, judge
+from mlserve.rollout.prometheus import PrometheusClient
+
+pytestmark = [requires_prometheus, pytest.mark.prometheus, pytest.mark.slow]
+
+NAMESPACE = "prod"
+HEALTHY = TrafficProfile(rate=200, error_ratio=0.002, latency_min=0.010, latency_max=0.040)
+DEGRADED = TrafficProfile(rate=200, error_ratio=0.15, latency_min=0.150, latency_max=0.450)
+MIN_POINTS = 10
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    workloads = {"web": HEALTHY, "web-canary": HEALTHY, "web-degraded": DEGRADED}
+    with WorkloadExporter(workloads, namespace=NAMESPACE, seed=5) as exporter:
+        with start_prometheus([exporter.target], tmp_path_factory.mktemp("prometheus")) as prom:
+            start = datetime.now(timezone.utc)
+            for name in workloads:  # every side has enough rate points (rate needs 2 scrapes in the window)
+                prom.wait_for_points(f'sum(rate(http_requests_total{{deployment="{name}"}}[5s]))', MIN_POINTS + 4, timeout=60)
+            end = datetime.now(timezone.utc)
+            with PrometheusClient(prom.url, timeout=5) as client:
+                yield {"prom": prom, "client": client, "start": start, "end": end, "exporter": exporter}
+
+
+def spec(**kw):
+    return default_analysis(min_points=MIN_POINTS, step="1s", window="5s", min_success_rate=0.95, max_p99_seconds=0.2, **kw)
+
+
+def context(live, canary: str) -> AnalysisContext:
+    return AnalysisContext(canary=canary, stable="web", namespace=NAMESPACE, model="fraud", start=live["start"], end=live["end"])
+
+
+def test_healthy_canary_passes(live):
+    result = judge(spec(), context(live, "web-canary"), live["client"])
+    assert (result.verdict, result.score) == ("pass", 100.0), result.model_dump_json(indent=1)
+    success, p99 = result.metrics
+    assert success.canary_points >= MIN_POINTS and success.stable_points >= MIN_POINTS
+    assert success.threshold_value > 0.95 and success.comparison == "pass"
+    # uniform 10-40 ms in buckets .025/.05: histogram_quantile interpolates p99 to about 0.0495
+    assert 0.045 < p99.canary_median < 0.05 and 0.045 < p99.stable_median < 0.05
+    assert p99.verdict == "pass" and p99.p_value is not None
+    assert result.warnings == []
+
+
+def test_degraded_canary_fails_both_ways(live):
+    result = judge(spec(), context(live, "web-degraded"), live["client"])
+    assert (result.verdict, result.score) == ("fail", 0.0)
+    assert result.reason == "critical metric(s) failed: success-rate, latency-p99"
+    success, p99 = result.metrics
+    assert (success.verdict, success.threshold_verdict, success.comparison) == ("fail", "fail", "low")
+    assert 0.75 < success.canary_median < 0.93
+    assert (p99.verdict, p99.threshold_verdict, p99.comparison) == ("fail", "fail", "high")
+    assert p99.shift_low > 0.2  # canary's p99 ~0.49 s against stable's ~0.05 s
+    assert p99.p_value < 0.001
+
+
+def test_statistics_alone_catch_a_regression_under_the_thresholds(live):
+    # thresholds so loose that both sides meet them: only the comparison can say no
+    loose = default_analysis(min_points=MIN_POINTS, step="1s", window="5s", min_success_rate=0.5, max_p99_seconds=5, critical=False)
+    result = judge(loose, context(live, "web-degraded"), live["client"])
+    assert [(m.verdict, m.threshold_verdict) for m in result.metrics] == [("low", "pass"), ("high", "pass")]
+    assert (result.verdict, result.score) == ("fail", 0.0)
+
+
+def test_canary_without_data_is_inconclusive(live):
+    result = judge(spec(), context(live, "web-absent"), live["client"])
+    assert (result.verdict, result.score) == ("inconclusive", None)
+    assert [(m.verdict, m.canary_points) for m in result.metrics] == [("inconclusive", 0), ("inconclusive", 0)]
+    assert all(m.stable_points >= MIN_POINTS for m in result.metrics)
+
+
+def test_custom_analysis_file_metrics(live):
+    custom = analysis_from_dict(
+        {
+            "step": "1s",
+            "window": "5s",
+            "metrics": [
+                {
+                    "name": "throughput",
+                    "query": 'sum(rate(http_requests_total{namespace="{namespace}",deployment="{target}"}[{window}]))',
+                    "direction": "min",
+                    "threshold": 100,  # the exporter simulates 200 requests/s
+                    "compare": False,
+                    "min_points": MIN_POINTS,
+                },
+                {
+                    "name": "mean-latency",
+                    "query": 'sum(rate(http_request_duration_seconds_sum{deployment="{target}"}[{window}]))'
+                    ' / sum(rate(http_request_duration_seconds_count{deployment="{target}"}[{window}]))',
+                    "direction": "max",
+                    "min_points": MIN_POINTS,
+                },
+            ],
+        }
+    )
+    result = judge(custom, context(live, "web-canary"), live["client"])
+    assert [m.verdict for m in result.metrics] == ["pass", "pass"]
+    throughput, mean = result.metrics
+    assert 150 < throughput.threshold_value < 250 and throughput.comparison is None and throughput.stable_points == 0
+    assert 0.02 < mean.canary_median < 0.03  # uniform 10-40 ms
+    assert result.verdict == "pass"
+
+
+def test_client_instant_and_range_queries(live):
+    client = live["client"]
+    rate = client.query('sum(rate(http_requests_total{deployment="web"}[5s]))')
+    assert 150 < rate < 250
+    assert client.query("vector(2) * 21") == 42.0
+    assert client.query("scalar(vector(1.5))") == 1.5
+    assert client.query('http_requests_total{deployment="nobody"}') is None
+    points = client.query_range('sum(http_requests_total{deployment="web"})', live["start"], live["end"], "1s")
+    values = [v for _, v in points]
+    assert len(values) >= MIN_POINTS and values == sorted(values)  # a counter only grows
+    assert client.query_range('http_requests_total{deployment="nobody"}', live["start"], live["end"], 1.0) == []
+    assert client.ready()
+
+
+def test_several_series_or_bad_promql_are_usage_errors(live):
+    client = live["client"]
+    with pytest.raises(UsageError, match=r"returned \d series .* it must return one \(aggregate it"):
+        client.query_range('http_requests_total{namespace="prod"}', live["start"], live["end"], "1s")
+    with pytest.raises(UsageError, match=r"Prometheus rejected the query 'sum\(rate\(x\[5s\]\)': .*parse error"):
+        client.query("sum(rate(x[5s])")
+    with pytest.raises(UsageError, match="exceeded maximum resolution"):
+        client.query_range("vector(1)", live["start"] - timedelta(days=1), live["end"], "1s")
+
+
+def test_wrong_url_path_is_an_infrastructure_error(live):
+    with PrometheusClient(live["prom"].url + "/not-prometheus") as client:
+        with pytest.raises(InfrastructureError, match=r"answered HTTP 404 for /api/v1/query"):
+            client.query("vector(1)")
+
+
+def test_exporter_exposition_is_consistent(live):
+    lines = list(iter_lines(live["exporter"].exposition()))
+    buckets = [int(float(line.rsplit(" ", 1)[1])) for line in lines if 'deployment="web",le=' in line]
+    assert buckets == sorted(buckets) and buckets[-1] > 0
+    count = next(int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith('http_request_duration_seconds_count{namespace="prod",deployment="web"}'))
+    codes = sum(int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith('http_requests_total{namespace="prod",deployment="web",'))
+    assert count == codes == buckets[-1]
+
+
+def test_prometheus_down_is_an_infrastructure_error_for_the_judge(tmp_path):
+    port = free_port()  # nothing listens there
+    ctx = AnalysisContext(canary="c", stable="s", namespace="n", model="m", start=datetime.now(timezone.utc) - timedelta(minutes=1), end=datetime.now(timezone.utc))
+    started = time.monotonic()
+    with PrometheusClient(f"http://127.0.0.1:{port}", timeout=2, retries=1) as client:
+        with pytest.raises(InfrastructureError, match=rf"cannot reach Prometheus at http://127.0.0.1:{port}: ConnectError"):
+            judge(spec(), ctx, client)
+    assert time.monotonic() - started < 30
+
+
+def test_prometheus_stopped_mid_run(tmp_path):
+    with WorkloadExporter({"web": HEALTHY}) as exporter:
+        prom = start_prometheus([exporter.target], tmp_path)
+        with prom, PrometheusClient(prom.url, timeout=2, retries=0) as client:
+            assert client.query("vector(1)") == 1.0
+            prom.stop()
+            with pytest.raises(InfrastructureError) as info:
+                client.query("vector(1)")
+            assert info.value.exit_code == 12
+            assert not client.ready()

@@ -1,0 +1,125 @@
+"""Analysis files: YAML and JSON, the ready-made checks, and errors that name the file and the field."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from mlserve.errors import UsageError
+from mlserve.rollout.analysis import AnalysisSpec, default_analysis, load_analysis, parse_duration, render_query
+
+YAML = """\
+# judge for the fraud model
+step: 30s
+window: 2m
+pass_score: 90
+metrics:
+  - name: error-rate
+    query: sum(rate(errors_total{svc="{target}"}[{window}])) / sum(rate(requests_total{svc="{target}"}[{window}]))
+    direction: max
+    threshold: 0.01
+    tolerance: 0.002
+    critical: true
+    min_points: 20
+  - name: gpu-memory
+    query: max(gpu_mem_bytes{pod=~"{target}-.*", namespace="{namespace}"})
+    direction: max
+    compare: true
+"""
+
+
+def test_yaml_file(tmp_path):
+    path = tmp_path / "analysis.yaml"
+    path.write_text(YAML)
+    spec = load_analysis(path)
+    assert (spec.step, spec.window, spec.pass_score, spec.marginal_score) == ("30s", "2m", 90.0, 75.0)
+    assert [m.name for m in spec.metrics] == ["error-rate", "gpu-memory"]
+    first, second = spec.metrics
+    assert (first.direction, first.threshold, first.tolerance, first.critical, first.min_points) == ("max", 0.01, 0.002, True, 20)
+    assert (second.threshold, second.compare, second.critical, second.min_points) == (None, True, False, 50)
+    assert spec.min_range() == timedelta(seconds=30 * 49)
+
+
+def test_json_file(tmp_path):
+    path = tmp_path / "analysis.json"
+    path.write_text(json.dumps({"metrics": [{"name": "p", "query": "x{a=\"{target}\"}", "direction": "min", "threshold": 0.99}]}))
+    spec = load_analysis(path)
+    assert spec.metrics[0].threshold == 0.99 and spec.step == "15s"
+
+
+def test_defaults_key_adds_the_ready_made_checks(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(
+        "defaults:\n  selector: 'service=\"{target}\"'\n  min_success_rate: 0.995\n  min_points: 10\n"
+        "window: 30s\n"
+        "metrics:\n  - {name: queue, query: 'max(queue{service=\"{target}\"})', direction: max, threshold: 100}\n"
+    )
+    spec = load_analysis(path)
+    assert [m.name for m in spec.metrics] == ["success-rate", "latency-p99", "queue"]
+    assert spec.window == "30s"
+    assert spec.metrics[0].threshold == 0.995 and spec.metrics[0].min_points == 10
+    assert 'service="{target}",code=~"5.."' in spec.metrics[0].query
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("metrics: []\n", "a.yaml: metrics: List should have at least 1 item"),
+        ("metrics:\n  - {name: a, query: q, direction: up}\n", "a.yaml: metrics.0.direction: Input should be 'max' or 'min'"),
+        ("metrics:\n  - {name: a, query: q, direction: max, threshhold: 1}\n", "a.yaml: metrics.0.threshhold: Extra inputs are not permitted"),
+        ("metrics:\n  - {name: a, query: 'x{svc=\"{service}\"}', direction: max}\n", "a.yaml: metrics.0.query: Value error, unknown placeholder(s) {service}"),
+        ("step: 15 seconds\nmetrics:\n  - {name: a, query: q, direction: max}\n", "a.yaml: step: Value error, not a Prometheus duration: '15 seconds'"),
+        ("metrics:\n  - {name: a, query: q, direction: max, compare: false}\n", "a.yaml: metrics.0: Value error, metric 'a' checks nothing"),
+        ("pass_score: 70\nmetrics:\n  - {name: a, query: q, direction: max}\n", "a.yaml: (top level): Value error, marginal_score (75) must not exceed pass_score (70)"),
+        ("metrics:\n  - {name: a, query: q, direction: max}\n  - {name: a, query: r, direction: max}\n", "metric names must be unique, repeated: a"),
+        ("- 1\n- 2\n", "a.yaml: expected a mapping with a 'metrics' list, got list"),
+        ("metrics: [\n", "a.yaml: not valid YAML at line 2"),
+        ("defaults: {colour: red}\nmetrics: []\n", "a.yaml: defaults: unknown option(s) colour"),
+    ],
+)
+def test_errors_name_the_file_and_field(tmp_path, text, message):
+    path = tmp_path / "a.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as info:
+        load_analysis(path)
+    assert message in str(info.value)
+    assert "\n" not in info.value.message
+
+
+def test_missing_file_and_bad_json(tmp_path):
+    with pytest.raises(UsageError, match=r"analysis file .*nope.yaml does not exist"):
+        load_analysis(tmp_path / "nope.yaml")
+    bad = tmp_path / "a.json"
+    bad.write_text("{")
+    with pytest.raises(UsageError, match=r"a.json: not valid JSON: .* line 1 column 2"):
+        load_analysis(bad)
+
+
+def test_default_analysis_queries_and_overrides():
+    spec = default_analysis(
+        selector='app="{target}"', requests_metric="reqs", code_label="status", latency_histogram="lat", max_p99_seconds=0.25, step="5s"
+    )
+    success, p99 = spec.metrics
+    assert success.query == '1 - ((sum(rate(reqs{app="{target}",status=~"5.."}[{window}])) or vector(0)) / sum(rate(reqs{app="{target}"}[{window}])))'
+    assert p99.query == 'histogram_quantile(0.99, sum by (le) (rate(lat_bucket{app="{target}"}[{window}])))'
+    assert (success.direction, success.threshold, success.critical) == ("min", 0.99, True)
+    assert (p99.direction, p99.threshold) == ("max", 0.25)
+    assert spec.step == "5s"
+    assert render_query(p99.query, target="web", window="1m") == 'histogram_quantile(0.99, sum by (le) (rate(lat_bucket{app="web"}[1m])))'
+    with pytest.raises(UsageError, match="default analysis: step"):
+        default_analysis(step="soon")
+
+
+def test_parse_duration():
+    assert parse_duration("1m30s") == timedelta(seconds=90)
+    assert parse_duration("500ms") == timedelta(milliseconds=500)
+    assert parse_duration("2h") == timedelta(hours=2)
+    with pytest.raises(ValueError):
+        parse_duration("1.5m")
+
+
+def test_spec_round_trips_through_json():
+    spec = default_analysis(min_points=5)
+    assert AnalysisSpec.model_validate_json(spec.model_dump_json()) == spec

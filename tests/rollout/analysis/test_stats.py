@@ -1,0 +1,130 @@
+"""The judge's statistics against values computed independently: by hand, by brute force, by test inversion."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import statistics
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlserve.rollout import stats
+
+
+def test_hodges_lehmann_by_hand_on_shifted_ranges():
+    # canary 11..20, stable 1..10: the differences are 1..19, value v occurring 10 - |v - 10| times.
+    # Median 10. N = 100, sigma = sqrt(100 * 21 / 12) = 13.2288, z(0.95) = 1.959964:
+    # k = ceil(50 - 25.928) = 25. Cumulative counts 1,3,6,10,15,21,28 put d(25) at 7; by symmetry d(76) = 13.
+    canary = [float(v) for v in range(11, 21)]
+    stable = [float(v) for v in range(1, 11)]
+    assert stats.order_statistic_index(10, 10, 0.95) == 25
+    shift = stats.hodges_lehmann(canary, stable, 0.95)
+    assert shift.estimate == 10.0
+    assert (shift.low, shift.high) == (7.0, 13.0)
+    assert shift.pairs == 100
+
+
+def test_order_statistic_index_by_hand():
+    # n = m = 10 at 90%: z = 1.644854, 50 - 1.644854 * 13.2288 = 28.24 -> 29
+    assert stats.order_statistic_index(10, 10, 0.90) == 29
+    # n = 20, m = 5: sigma = sqrt(100 * 26 / 12) = 14.7196; 50 - 1.959964 * 14.7196 = 21.15 -> 22
+    assert stats.order_statistic_index(20, 5, 0.95) == 22
+
+
+def test_hodges_lehmann_tiny_samples_have_an_unbounded_interval():
+    # differences of [1, 2, 3] - [0, 1]: 1, 0, 2, 1, 3, 2 -> sorted 0 1 1 2 2 3, median 1.5;
+    # N/2 - z sigma = 3 - 1.96 * sqrt(3) < 0: no finite interval at 95%.
+    shift = stats.hodges_lehmann([1.0, 2.0, 3.0], [0.0, 1.0], 0.95)
+    assert shift.estimate == 1.5
+    assert shift.low is None and shift.high is None
+
+
+def test_mann_whitney_u_by_hand():
+    # canary > stable in 5 pairs, 1 tie (1 vs 1) counts half: U = 5.5
+    result = stats.mann_whitney([1.0, 2.0, 3.0], [0.0, 1.0])
+    assert result.u == 5.5
+    assert 0.0 < result.p_value <= 1.0
+
+
+def test_constant_identical_samples_show_no_difference():
+    result = stats.mann_whitney([1.0] * 30, [1.0] * 30)
+    assert result.p_value == 1.0
+    shift = stats.hodges_lehmann([1.0] * 30, [1.0] * 30)
+    assert (shift.estimate, shift.low, shift.high) == (0.0, 0.0, 0.0)
+
+
+def test_clearly_separated_samples_are_significant():
+    rng = random.Random(7)
+    stable = [rng.gauss(100, 5) for _ in range(60)]
+    canary = [rng.gauss(130, 5) for _ in range(60)]
+    assert stats.mann_whitney(canary, stable).p_value < 1e-10
+    shift = stats.hodges_lehmann(canary, stable)
+    assert shift.low > 20 and shift.high < 40 and shift.low < shift.estimate < shift.high
+
+
+@pytest.mark.parametrize("seed,n,m,confidence", [(1, 12, 9, 0.95), (2, 30, 30, 0.95), (3, 25, 40, 0.90), (4, 50, 50, 0.99)])
+def test_interval_equals_the_inversion_of_the_u_test(seed, n, m, confidence):
+    """Second method: the shifts delta for which scipy's U test of (canary - delta) vs stable does not reject."""
+    from scipy.stats import mannwhitneyu
+
+    rng = random.Random(seed)
+    stable = [rng.lognormvariate(0, 0.5) for _ in range(m)]
+    canary = [rng.lognormvariate(0.3, 0.5) for _ in range(n)]
+    diffs = sorted(c - s for c in canary for s in stable)
+    alpha = 1 - confidence
+    accepted = []
+    for j in range(len(diffs) - 1):  # a delta strictly between d(j+1) and d(j+2) (1-based) ties nothing
+        delta = (diffs[j] + diffs[j + 1]) / 2
+        p = mannwhitneyu([c - delta for c in canary], stable, alternative="two-sided", method="asymptotic", use_continuity=False).pvalue
+        if p >= alpha:
+            accepted.append(j)
+    expected_low, expected_high = diffs[accepted[0]], diffs[accepted[-1] + 1]
+    shift = stats.hodges_lehmann(canary, stable, confidence)
+    assert shift.low == pytest.approx(expected_low, abs=0)
+    assert shift.high == pytest.approx(expected_high, abs=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    canary=st.lists(st.integers(-50, 50), min_size=1, max_size=12),
+    stable=st.lists(st.integers(-50, 50), min_size=1, max_size=12),
+)
+def test_estimate_is_the_brute_force_median_of_pairwise_differences(canary, stable):
+    brute = statistics.median(c - s for c, s in itertools.product(canary, stable))
+    assert stats.hodges_lehmann([float(c) for c in canary], [float(s) for s in stable]).estimate == brute
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    stable=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=3, max_size=15),
+    delta=st.floats(-100, 100, allow_nan=False),
+)
+def test_a_pure_shift_is_estimated_exactly(stable, delta):
+    canary = [s + delta for s in stable]
+    shift = stats.hodges_lehmann(canary, stable)
+    assert shift.estimate == pytest.approx(delta, abs=1e-9)
+    if shift.low is not None:
+        assert shift.low <= shift.estimate <= shift.high
+
+
+def test_limit_pairs_thins_both_sides_evenly():
+    canary = list(range(3000))
+    stable = list(range(2000))
+    a, b = stats.limit_pairs(canary, stable, max_pairs=60_000)
+    assert len(a) * len(b) <= 60_000
+    assert len(a) == 300 and len(b) == 200
+    assert a[0] == 0 and a[-1] == 2990 and b[-1] == 1990
+    assert stats.limit_pairs([1.0], [2.0]) == ([1.0], [2.0])
+
+
+def test_median_by_hand():
+    assert stats.median([]) is None
+    assert stats.median([3.0, 1.0, 2.0]) == 2.0
+    assert stats.median([4.0, 1.0, 2.0, 3.0]) == 2.5
+
+
+def test_confidence_outside_zero_one_is_refused():
+    with pytest.raises(ValueError):
+        stats.order_statistic_index(5, 5, 1.0)
