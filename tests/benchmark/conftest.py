@@ -98,7 +98,8 @@ def linear_exported(model_dir: Path, matmul_onnx: tuple[Path, np.ndarray]) -> Pa
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(w.T.copy()))
     path = model_dir / "linear.pt2"
-    torch.export.save(torch.export.export(layer.eval(), (torch.zeros(2, WIDTH),)), str(path))
+    program = torch.export.export(layer.eval(), (torch.zeros(2, WIDTH),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
     return path
 
 

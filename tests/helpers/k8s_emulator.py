@@ -50,6 +50,15 @@ def resource_of(kind: str) -> kmock.resource:
 
 
 @dataclass
+class Seen:
+    method: str
+    path: str
+    params: dict[str, str]
+    data: Any
+    status: int
+
+
+@dataclass
 class Fault:
     method: str | None  # "GET", "PATCH", ... or None for any
     path_contains: str
@@ -89,7 +98,8 @@ class RealisticEmulator(KubernetesEmulator):
         self.ready_after_reads: int | None = 1
         self.never_ready: set[str] = set()  # Deployment names that never become ready
         self._reads_since_change: dict[tuple[str, str], int] = {}
-        self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every k8s request
+        self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every request
+        self.seen: list[Seen] = []  # the same, with query parameters and body
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -142,8 +152,9 @@ class RealisticEmulator(KubernetesEmulator):
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         response = await self._dispatch(request)
-        method = getattr(request.method, "value", request.method)
-        self.log.append((str(method).upper(), request.url.path, response.status))
+        method = str(getattr(request.method, "value", request.method)).upper()
+        self.log.append((method, request.url.path, response.status))
+        self.seen.append(Seen(method, request.url.path, dict(request.params), request.data, response.status))
         return response
 
     async def _dispatch(self, request: rendering.Request) -> aiohttp.web.StreamResponse:

@@ -27,7 +27,8 @@ canary half-way).
 :func:`start_prometheus` runs Debian's ``prometheus`` binary on a free 127.0.0.1 port with its own
 config (``scrape_interval`` 1s by default) and a data directory under the given tmp dir, waits until
 ``/-/ready`` answers, and stops it (SIGTERM, then SIGKILL) when the ``with`` block ends. Its log is
-``<tmp>/prometheus.log``; the failure message quotes its tail.
+``<tmp>/prometheus.log``; the failure message quotes its tail. Without the binary both skip, unless
+``MLSERVE_REQUIRE_PROMETHEUS=1`` (set by ``.ci/run``), where the test fails instead.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ from typing import Iterator
 import pytest
 
 PROMETHEUS_ENV = "MLSERVE_TEST_PROMETHEUS"  # override the binary's path
+REQUIRE_ENV = "MLSERVE_REQUIRE_PROMETHEUS"  # set to 1 (as .ci/run does): a missing binary fails instead of skipping
+_MISSING = f"needs a Prometheus server binary (apt-get install -y prometheus, or set {PROMETHEUS_ENV})"
+
+
+def _required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def prometheus_binary() -> str | None:
@@ -61,8 +68,8 @@ def prometheus_binary() -> str | None:
 
 
 requires_prometheus = pytest.mark.skipif(
-    prometheus_binary() is None,
-    reason=f"needs a Prometheus server binary (apt-get install -y prometheus, or set {PROMETHEUS_ENV})",
+    prometheus_binary() is None and not _required(),
+    reason=_MISSING,
 )
 
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -200,8 +207,8 @@ class WorkloadExporter:
 
     def start(self) -> "WorkloadExporter":
         self.simulate(self.tick)  # so the first scrape already sees every series
-        for target in (self._server.serve_forever, self._traffic_loop):
-            thread = threading.Thread(target=target, name=f"exporter-{target.__name__}", daemon=True)
+        for target, kwargs in ((self._server.serve_forever, {"poll_interval": 0.05}), (self._traffic_loop, {})):
+            thread = threading.Thread(target=target, kwargs=kwargs, name=f"exporter-{target.__name__}", daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
@@ -309,7 +316,9 @@ def start_prometheus(
     """Start Prometheus scraping ``targets`` (``host:port``) every ``scrape_interval``; wait until ready."""
     binary = prometheus_binary()
     if binary is None:
-        pytest.skip(f"needs a Prometheus server binary (apt-get install -y prometheus, or set {PROMETHEUS_ENV})")
+        if _required():
+            pytest.fail(f"{REQUIRE_ENV} is set but Prometheus is missing: {_MISSING}")
+        pytest.skip(_MISSING)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"

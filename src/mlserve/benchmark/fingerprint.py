@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -39,7 +40,7 @@ class Fingerprint(BaseModel):
     machine: str
     python: str
     packages: dict[str, str] = Field(description="versions of the libraries that matter, as installed")
-    execution_providers: list[str] = Field(default_factory=list)
+    execution_providers: list[str] = Field(default_factory=list, description="ONNX Runtime providers available (when ORT ran)")
     gpus: list[GpuInfo] = Field(default_factory=list)
 
     def summary(self) -> str:
@@ -123,13 +124,8 @@ def collect(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> Fingerprint:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = None
-    providers: list[str] = []
-    try:
-        import onnxruntime  # already imported when an ORT backend ran
-
-        providers = list(onnxruntime.get_available_providers())
-    except ImportError:
-        pass
+    ort = sys.modules.get("onnxruntime")  # listed only when an ORT backend ran: never import it just for this
+    providers = list(ort.get_available_providers()) if ort is not None else []
     return Fingerprint(
         cpu_model=model or platform.processor() or platform.machine(),
         isa_flags=flags,

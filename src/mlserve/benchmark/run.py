@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,14 @@ class BenchmarkReport(BaseModel):
     failures: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 
+    def failure_message(self) -> str:
+        """One line: the first failure, and how many more the report lists."""
+        more = len(self.failures) - 1
+        return self.failures[0] + (f" (and {more} more failure{'s' if more > 1 else ''} in the report)" if more else "")
+
     def raise_for_failures(self) -> None:
         if self.failures:
-            raise GateFailedError("; ".join(self.failures), details={"failures": self.failures})
+            raise GateFailedError(self.failure_message(), details={"failures": self.failures})
 
 
 # ------------------------------------------------------------------ parsing
@@ -273,7 +279,7 @@ def _measure_source(
             try:
                 for conc in request.concurrency:
                     name = Path(source.text).name if Path(source.text).exists() else source.text
-                    label = f"{'reference ' if role == 'reference' else ''}{name} [{backend} b{batch} c{conc}]"
+                    label = f"{'reference ' if role == 'reference' else ''}{name} ({backend} b{batch} c{conc})"
                     config = request.measure.model_copy(update={"concurrency": conc})
                     measured: Measurement = measure_callable(runner.call, config, progress=progress, label=label)
                     rows.append(ResultRow(
@@ -324,8 +330,11 @@ def _gate_measured(ref_text: str, pct: float, candidates: list[ResultRow], refer
 
 
 def _stored_median(source: ModelSource, row: ResultRow) -> float | None:
-    specific = f"{row.backend}.b{row.batch_size}.c{row.concurrency}.latency_p50_ms"
-    return source.stored_metrics.get(specific, source.stored_metrics.get("latency_p50_ms"))
+    """The recorded p50 for this row's setup; the plain ``latency_p50_ms`` stands for batch 1, one stream."""
+    specific = source.stored_metrics.get(f"{row.backend}.b{row.batch_size}.c{row.concurrency}.latency_p50_ms")
+    if specific is not None:
+        return specific
+    return source.stored_metrics.get("latency_p50_ms") if (row.batch_size, row.concurrency) == (1, 1) else None
 
 
 def _gate_stored(ref_text: str, pct: float, source: ModelSource, candidates: list[ResultRow]) -> GateResult:
@@ -344,35 +353,68 @@ def _gate_stored(ref_text: str, pct: float, source: ModelSource, candidates: lis
     return GateResult(reference=ref_text, max_slowdown_pct=pct, checks=checks, passed=all(c.passed for c in checks))
 
 
-def _record_metrics(request: BenchmarkRequest, rows: list[ResultRow], fingerprint: Fingerprint) -> str:
+def _stored_figures_warning(reference: ModelSource) -> list[str]:
+    recorded_by = reference.stored_meta.get("benchmark")
+    cpu_then = recorded_by.get("cpu") if isinstance(recorded_by, dict) else None
+    now = collect().summary()
+    if cpu_then == now:
+        return []
+    return [f"{reference.ref}'s stored latency was measured on {cpu_then or 'an unrecorded machine'}, not this one ({now})"]
+
+
+def _gate_failures(gate: GateResult) -> list[str]:
+    if not gate.checks:
+        return [f"--fail-if-slower-than {gate.reference}: no figure of the reference matches any run's backend,"
+                " batch size and concurrency (nothing to compare)"]
+    return [
+        f"{check.candidate} is {check.ratio - 1:+.1%} vs {check.reference}"
+        f" (median {check.candidate_median_ms:.4g} ms vs {check.reference_median_ms:.4g} ms; limit +{gate.max_slowdown_pct:g}%)"
+        for check in gate.checks if not check.passed
+    ]
+
+
+def _record_target(request: BenchmarkRequest) -> tuple[str, str] | None:
+    """``--record NAME:VERSION``, checked before anything is measured."""
+    if request.record is None:
+        return None
     from mlserve.registry import parse_ref
 
-    assert request.record is not None
     ref = parse_ref(request.record, default_stage=None)
     if ref is None or ref.version is None:
         raise UsageError(f"bad --record {request.record!r}: expected NAME:VERSION")
+    _registry(request).resolve(f"{ref.model}:{ref.version}")  # NotFoundError now, not after minutes of measuring
+    return ref.model, ref.version
+
+
+def _record_metrics(request: BenchmarkRequest, target: tuple[str, str], rows: list[ResultRow], fingerprint: Fingerprint) -> str:
+    """Every run of the first model under ``BACKEND.bN.cN.`` keys; its first batch-1, one-stream run also
+    under the plain keys (``latency_p50_ms`` ...), which the gate and ``promote --require`` read."""
     first_model = rows[0].model
     metrics: dict[str, float] = {}
-    for i, row in enumerate(r for r in rows if r.model == first_model):
+    plain_done = False
+    for row in (r for r in rows if r.model == first_model):
+        plain = not plain_done and (row.batch_size, row.concurrency) == (1, 1)
+        plain_done = plain_done or plain
         for key, field in STORED_KEYS.items():
             value = float(getattr(row.stats, field))
             metrics[f"{row.backend}.b{row.batch_size}.c{row.concurrency}.{key}"] = value
-            if i == 0:
+            if plain:
                 metrics[key] = value
     meta = {"benchmark": {
-        "cpu": fingerprint.summary(), "first_row": rows[0].label, "seed": request.seed,
+        "cpu": fingerprint.summary(), "model": first_model, "seed": request.seed,
         "packages": fingerprint.packages, "config": request.measure.model_dump(mode="json"),
     }}
-    _registry(request).record_metrics(ref.model, ref.version, metrics, meta=meta, reason="mlserve benchmark")
-    return f"{ref.model}:{ref.version}"
+    _registry(request).record_metrics(target[0], target[1], metrics, meta=meta, reason="mlserve benchmark")
+    return f"{target[0]}:{target[1]}"
 
 
 def write_csv(path: Path, rows: list[ResultRow]) -> None:
     fields = ["label", "role", "model", "backend", "provider", "threads", "batch_size", "concurrency", "count",
               "min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "std_ms", "cv",
               "throughput_per_s", "items_per_s", "wall_s", "stable", "ratio_vs_first", "ci_low", "ci_high"]
+    partial = path.with_name(f".{path.name}.partial")  # renamed into place at the end: never a half-written file
     try:
-        with path.open("w", newline="") as fh:
+        with partial.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             for row in rows:
@@ -384,7 +426,9 @@ def write_csv(path: Path, rows: list[ResultRow]) -> None:
                     "ci_low": row.vs_first.ci_low if row.vs_first else "",
                     "ci_high": row.vs_first.ci_high if row.vs_first else "",
                 })
+        os.replace(partial, path)
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         raise UsageError(f"cannot write CSV to {path}: {exc.strerror or exc}") from exc
 
 
@@ -399,15 +443,20 @@ def write_plot(path: Path, rows: list[ResultRow]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 1.0 + 0.45 * len(rows)))
-    ax.boxplot([r.stats.samples_ms for r in rows], vert=False, showfliers=False)
+    version = tuple(int(part) for part in mpl.__version__.split(".")[:2] if part.isdigit())
+    sideways = {"orientation": "horizontal"} if version >= (3, 10) else {"vert": False}  # 'vert' is deprecated in 3.10
+    ax.boxplot([r.stats.samples_ms for r in rows], showfliers=False, **sideways)
     ax.set_yticks(range(1, len(rows) + 1), [r.label for r in rows])
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms), whiskers 1.5 IQR")
     ax.invert_yaxis()
     fig.tight_layout()
+    partial = path.with_name(f".{path.name}.partial")
     try:
-        fig.savefig(path, dpi=110)
+        fig.savefig(partial, dpi=110, format="png")
+        os.replace(partial, path)
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         raise UsageError(f"cannot write plot to {path}: {exc.strerror or exc}") from exc
     finally:
         plt.close(fig)
@@ -429,12 +478,14 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
     _check_output_dirs(request)
     overrides = [bk.parse_input_override(text) for text in request.inputs]
     gate = parse_gate(request.fail_if_slower_than) if request.fail_if_slower_than else None
+    record_target = _record_target(request)
 
     sources = [resolve_source(text, request) for text in request.models]
     reference: ModelSource | None = None
     if gate is not None:
         reference = resolve_source(gate[0], request)
-    use_stored = reference is not None and reference.ref is not None and "latency_p50_ms" in reference.stored_metrics
+    use_stored = reference is not None and reference.ref is not None and any(
+        key.endswith("latency_p50_ms") for key in reference.stored_metrics)
     measured_sources = sources + ([reference] if reference is not None and not use_stored else [])
     specs = _input_specs(measured_sources, overrides)
 
@@ -463,35 +514,24 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
     failures: list[str] = []
     gate_result: GateResult | None = None
     if gate is not None and reference is not None:
-        ref_text, pct = gate
         if use_stored:
-            gate_result = _gate_stored(ref_text, pct, reference, rows)
-            recorded_by = reference.stored_meta.get("benchmark")
-            cpu_then = recorded_by.get("cpu") if isinstance(recorded_by, dict) else None
-            now = collect().summary()
-            if cpu_then != now:
-                warnings.append(f"{reference.ref}'s stored latency was measured on {cpu_then or 'an unrecorded machine'}, not this one ({now})")
+            gate_result = _gate_stored(gate[0], gate[1], reference, rows)
+            warnings += _stored_figures_warning(reference)
         else:
             used = sorted({r.backend for r in rows}, key=list(bk.BACKENDS).index)
             ref_run = _backends_for(reference, used)[0] or _backends_for(reference, None)[0]
             ref_rows = _measure_source(reference, "reference", ref_run, specs[str(reference.path)], request, progress, [])
-            gate_result = _gate_measured(ref_text, pct, rows, ref_rows, request)
+            gate_result = _gate_measured(gate[0], gate[1], rows, ref_rows, request)
             rows += ref_rows
-        if not gate_result.checks:
-            failures.append(f"--fail-if-slower-than {ref_text}: no figure of the reference matches any result (nothing to compare)")
-        for check in gate_result.checks:
-            if not check.passed:
-                failures.append(
-                    f"{check.candidate} is {check.ratio - 1:+.1%} vs {check.reference}"
-                    f" (median {check.candidate_median_ms:.4g} ms vs {check.reference_median_ms:.4g} ms; limit +{pct:g}%)"
-                )
+        failures += _gate_failures(gate_result)
     unstable = [r.label for r in rows if not r.stable]
     if unstable:
         message = f"unstable measurement: {', '.join(unstable)} (windows disagree; see stability; try a longer --duration)"
         (failures if request.fail_unstable else warnings).append(message)
 
     fingerprint = collect()
-    recorded = _record_metrics(request, [r for r in rows if r.role == "candidate"], fingerprint) if request.record else None
+    candidates = [r for r in rows if r.role == "candidate"]
+    recorded = _record_metrics(request, record_target, candidates, fingerprint) if record_target else None
     if request.csv_path is not None:
         write_csv(request.csv_path, rows)
     if request.plot_path is not None:

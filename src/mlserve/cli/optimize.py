@@ -29,32 +29,32 @@ Examples:
 
 
 def optimize_command(
-    source: Annotated[str, typer.Argument(help="Model file, package.module:function factory, or registry reference.", show_default=False)],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Model file, package.module:function factory, or registry reference.", show_default=False)],
     auto: Annotated[bool, typer.Option("--auto", help="Build the candidates that fit this hardware, check and measure each, choose the fastest that passes parity.")] = False,
-    variant: Annotated[Optional[list[str]], typer.Option("--variant", "-v", help="Variant to build (repeatable or comma-separated): fp32, fp16, int8-dynamic, int8-static, trt-fp32, trt-fp16, trt-int8.")] = None,
-    candidate: Annotated[Optional[list[Path]], typer.Option("--candidate", help="An ONNX file built elsewhere to check against the source like a variant (repeatable).")] = None,
-    input_: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="Input NAME:DIMS:DTYPE, e.g. x:1x3x224x224:float32 (repeatable); needed where the model does not declare shapes.")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", "-v", metavar="NAME", help="Variant to build (repeatable or comma-separated): fp32, fp16, int8-dynamic, int8-static, trt-fp32, trt-fp16, trt-int8.")] = None,
+    candidate: Annotated[Optional[list[Path]], typer.Option("--candidate", metavar="FILE", help="An ONNX file built elsewhere to check against the source like a variant (repeatable).")] = None,
+    input_: Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="NAME:DIMS:DTYPE", help="Input NAME:DIMS:DTYPE, e.g. x:1x3x224x224:float32 (repeatable); needed where the model does not declare shapes.")] = None,
     static_batch: Annotated[bool, typer.Option("--static-batch", help="Pin the batch dimension to the size given in --input instead of keeping it dynamic.")] = False,
-    tolerance: Annotated[Optional[list[str]], typer.Option("--tolerance", "-t", help="Parity tolerance OUTPUT:ATOL:RTOL ('*' for all outputs); an element fails only outside both (repeatable).")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Real inputs (.npz with one array per input, or .npy) added to the parity check.")] = None,
-    calibration_data: Annotated[Optional[Path], typer.Option("--calibration-data", help="Samples (.npz/.npy) for int8-static calibration (default: --data, else generated data with a warning).")] = None,
+    tolerance: Annotated[Optional[list[str]], typer.Option("--tolerance", "-t", metavar="OUTPUT:ATOL:RTOL", help="Parity tolerance OUTPUT:ATOL:RTOL ('*' for all outputs); an element fails only outside both (repeatable).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", metavar="FILE", help="Real inputs (.npz with one array per input, or .npy) added to the parity check.")] = None,
+    calibration_data: Annotated[Optional[Path], typer.Option("--calibration-data", metavar="FILE", help="Samples (.npz/.npy) for int8-static calibration (default: --data, else generated data with a warning).")] = None,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Keep a variant that fails parity (with a loud warning). Never recommended; ignored by --auto.")] = False,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow loading pickle/joblib files. Unpickling runs code from the file: only for files you trust.")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the chosen artifact here.")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Write every candidate that passed parity into this directory.")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write the full result (all candidates, parity, latency) as JSON here.")] = None,
-    register: Annotated[Optional[str], typer.Option("--register", help="Store the chosen artifact as a new version of this registry model, with lineage and figures.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the chosen artifact here.")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", metavar="DIR", help="Write every candidate that passed parity into this directory.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", metavar="FILE", help="Write the full result (all candidates, parity, latency) as JSON here.")] = None,
+    register: Annotated[Optional[str], typer.Option("--register", metavar="NAME", help="Store the chosen artifact as a new version of this registry model, with lineage and figures.")] = None,
     registry: RegistryOpt = None,
     lock_timeout: LockTimeoutOpt = None,
-    parity_batches: Annotated[int, typer.Option("--parity-batches", min=1, help="Batches of seeded random inputs for the parity check.")] = 4,
-    parity_batch_size: Annotated[int, typer.Option("--parity-batch-size", min=1, help="Rows per parity batch (models with a dynamic batch).")] = 8,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random parity and benchmark inputs.")] = 0,
+    parity_batches: Annotated[int, typer.Option("--parity-batches", min=1, metavar="N", help="Batches of seeded random inputs for the parity check.")] = 4,
+    parity_batch_size: Annotated[int, typer.Option("--parity-batch-size", min=1, metavar="N", help="Rows per parity batch (models with a dynamic batch).")] = 8,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the random parity and benchmark inputs.")] = 0,
     no_benchmark: Annotated[bool, typer.Option("--no-benchmark", help="Skip latency measurement (--auto then keeps the FP32 baseline).")] = False,
-    warmup: Annotated[float, typer.Option("--warmup", min=0, help="Seconds of warm-up calls before each measurement.")] = 0.2,
-    iterations: Annotated[int, typer.Option("--iterations", min=1, help="At least this many timed calls per measurement.")] = 50,
-    min_seconds: Annotated[float, typer.Option("--min-seconds", min=0, help="And at least this many seconds per measurement.")] = 1.0,
-    threads: Annotated[Optional[str], typer.Option("--threads", help="ONNX Runtime intra-op thread counts to try, e.g. 1,2 (default under --auto: all cores and 1).")] = None,
-    min_gain: Annotated[float, typer.Option("--min-gain", min=0, help="Percent by which a lossy variant must beat FP32 to be chosen by --auto.")] = 5.0,
+    warmup: Annotated[float, typer.Option("--warmup", min=0, metavar="SECONDS", help="Seconds of warm-up calls before each measurement.")] = 0.2,
+    iterations: Annotated[int, typer.Option("--iterations", min=1, metavar="N", help="At least this many timed calls per measurement.")] = 50,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", min=0, metavar="SECONDS", help="And at least this many seconds per measurement.")] = 1.0,
+    threads: Annotated[Optional[str], typer.Option("--threads", metavar="LIST", help="ONNX Runtime intra-op thread counts to try, e.g. 1,2 (default under --auto: all cores and 1).")] = None,
+    min_gain: Annotated[float, typer.Option("--min-gain", min=0, metavar="PCT", help="Percent by which a lossy variant must beat FP32 to be chosen by --auto.")] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
     from mlserve.cli._output import emit, progress_for
@@ -113,18 +113,29 @@ def render_result(console: Any, result: Any) -> None:
     if src.latency:
         console.print(f"source p50: {src.latency.p50_ms:.3f} ms", markup=False)
     table = Table(show_lines=False)
-    for column in ("candidate", "verdict", "p50 ms", "vs source", "vs fp32", "size", "max abs err", "cosine", "top-1", "note"):
-        table.add_column(column, justify="right" if column in ("p50 ms", "vs source", "vs fp32", "size", "max abs err", "cosine", "top-1") else "left")
+    for column in ("candidate", "verdict", "p50 ms", "vs source", "vs fp32", "size", "max abs err", "cosine", "top-1"):
+        left = column in ("candidate", "verdict")
+        table.add_column(column, justify="left" if left else "right", no_wrap=left)
     order = {"chosen": 0, "passed": 1, "slower": 2, "mismatch-allowed": 3, "failed-parity": 4, "error": 5, "skipped": 6}
-    for c in sorted(result.candidates, key=lambda c: order.get(c.verdict, 9)):
+    built = [c for c in result.candidates if c.verdict != "skipped"]
+    for c in sorted(built, key=lambda c: order.get(c.verdict, 9)):
         outs = c.parity.outputs if c.parity else []
         top1 = [o.top1_agreement for o in outs if o.top1_agreement is not None]
         table.add_row(
             c.name, c.verdict, _fmt(c.latency.p50_ms if c.latency else None, ".3f"), _fmt(c.speedup_vs_source, ".2f", "x"),
             _fmt(c.speedup_vs_fp32, ".2f", "x"), _size(c.size_bytes), _fmt(max((o.max_abs_err for o in outs), default=None), ".2e"),
-            _fmt(min((o.cosine for o in outs), default=None), ".6f"), _fmt(min(top1) if top1 else None, ".3f"), c.reason or "",
+            _fmt(min((o.cosine for o in outs), default=None), ".6f"), _fmt(min(top1) if top1 else None, ".3f"),
         )
     console.print(table)
+    for c in built:
+        if c.reason:
+            console.print(f"{c.name}: {c.reason}", markup=False)
+    skipped: dict[str, list[str]] = {}
+    for c in result.candidates:
+        if c.verdict == "skipped":
+            skipped.setdefault(c.reason or "", []).append(c.name)
+    for reason, names in skipped.items():
+        console.print(f"skipped {', '.join(names)}: {reason}", markup=False)
     if result.chosen:
         chosen = next(c for c in result.candidates if c.name == result.chosen)
         speed = f" ({chosen.speedup_vs_source:.2f}x the source's speed)" if chosen.speedup_vs_source else ""

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mlserve.cli._options import JsonOpt, LockTimeoutOpt, RegistryOpt
 from mlserve.cli._output import emit, progress_for
+from mlserve import exitcodes
 from mlserve.errors import UsageError
 from mlserve.registry import Registry, parse_ref_strict
 
@@ -263,7 +264,7 @@ def verify(
     result = _reg(registry, lock_timeout).verify(name, repair=repair, content=content, progress=progress_for(as_json))
     emit("verify", result, as_json, _render_verify)
     if not result.ok:
-        raise typer.Exit(5)
+        raise typer.Exit(exitcodes.INTEGRITY)
 
 
 def gc(

@@ -73,8 +73,6 @@ def _validate(options: OptimizeOptions) -> None:
 
 
 def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress: Progress) -> OptimizeResult:
-    import numpy as np
-
     warnings = list(source.warnings)
     export_path = workdir / "export.onnx"
     exporter = source.write_onnx(export_path, progress)
@@ -122,19 +120,18 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
                 raise
             candidates.append(Candidate(name=name, precision=precision, verdict="error", reason=str(exc)))
             continue
-        runner = _runner_for(built.path, source.output_names)
         with progress.task(f"{name}: checking parity against the source"):
             try:
+                runner = _runner_for(built.path, source.output_names)
                 report = check_parity(
                     source.reference, runner, all_feeds, source.output_names, precision=precision, overrides=options.tolerances,
                     user_batches=len(user_feeds), reference_outputs=reference_outputs,
                 )
-            except Exception as exc:  # noqa: BLE001 - a candidate that cannot even run is rejected, not fatal
-                if not options.auto and not isinstance(exc, MlserveError):
-                    raise UsageError(f"{name} cannot run: {type(exc).__name__}: {str(exc)[:300]}") from None
+            except Exception as exc:  # noqa: BLE001 - under --auto a candidate that cannot run is rejected, not fatal
+                why = str(exc) if isinstance(exc, MlserveError) else f"{type(exc).__name__}: {str(exc)[:300]}"
                 if not options.auto:
-                    raise
-                candidates.append(Candidate(name=name, precision=precision, verdict="error", reason=f"cannot run: {type(exc).__name__}: {str(exc)[:200]}", recipe=built.recipe))
+                    raise UsageError(f"{name} cannot run: {why}") from None
+                candidates.append(Candidate(name=name, precision=precision, verdict="error", reason=f"cannot run: {why}", recipe=built.recipe))
                 continue
         verdict = "passed" if report.passed else "failed-parity"
         worst = report.worst()
@@ -147,7 +144,6 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
         artifacts[name] = built.path
     warnings.extend(ctx.warnings)
 
-    requested = [c for c in candidates if c.name in artifacts or c.verdict in ("error",)]
     if not options.auto:
         if not artifacts and all(c.verdict == "skipped" for c in candidates):
             reasons = "; ".join(f"{c.name}: {c.reason}" for c in candidates)
@@ -155,7 +151,7 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
         for c in candidates:
             if c.verdict == "skipped":
                 warnings.append(f"{c.name} was skipped: {c.reason}")
-        failing = [c for c in requested if c.verdict == "failed-parity"]
+        failing = [c for c in candidates if c.verdict == "failed-parity"]
         if failing and not options.allow_mismatch:
             c = failing[0]
             raise ParityError(
@@ -179,7 +175,7 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
                 continue
             best: Latency | None = None
             for threads in grid:
-                call = _timed_call_for(artifacts[c.name], one, threads)
+                call = _timed_call_for(artifacts[c.name], one, threads, source.output_names)
                 figures = measure(call, options.timing, label=f"measuring {c.name} ({threads or 'default'} threads)", threads=threads or None, progress=progress)
                 if best is None or figures.p50_ms < best.p50_ms:
                     best = figures
@@ -223,7 +219,7 @@ def _choose(candidates: list[Candidate], options: OptimizeOptions) -> Candidate 
         if c.latency.p50_ms > fp32.latency.p50_ms * (1 - options.min_gain):
             c.verdict = "slower"
             c.reason = c.reason or (
-                f"p50 {c.latency.p50_ms:.3f} ms does not beat the FP32 baseline's {fp32.latency.p50_ms:.3f} ms by {options.min_gain:.0%}"
+                f"not {options.min_gain:.0%} faster than fp32 ({c.latency.p50_ms:.3f} vs {fp32.latency.p50_ms:.3f} ms)"
             )
             continue
         if c.latency.p50_ms < best.latency.p50_ms:  # type: ignore[union-attr]
@@ -259,11 +255,11 @@ def _session(path: Path, threads: int) -> Any:
         raise UsageError(f"ONNX Runtime cannot load {path.name}: {str(exc).splitlines()[0][:300]}") from None
 
 
-def _timed_call_for(path: Path, feeds: dict[str, Any], threads: int) -> Callable[[], Any]:
+def _timed_call_for(path: Path, feeds: dict[str, Any], threads: int, outputs: list[str]) -> Callable[[], Any]:
     if path.suffix == ".engine":
         from mlserve.optimize.tensorrt import engine_runner
 
-        run = engine_runner(path, [])
+        run = engine_runner(path, outputs)
         return lambda: run(feeds)
     session = _session(path, threads)
     return lambda: session.run(None, feeds)
@@ -308,15 +304,14 @@ def _write(result: OptimizeResult, candidates: list[Candidate], artifacts: dict[
             if c.name in artifacts and c.verdict in ("chosen", "passed", "slower", "mismatch-allowed"):
                 suffix = artifacts[c.name].suffix
                 target = options.output_dir / f"{_stem(source)}.{c.name.replace(':', '-')}{suffix}"
-                shutil.copyfile(artifacts[c.name], target)
+                _atomic_copy(artifacts[c.name], target)
                 c.path = str(target)
         result.output_dir = str(options.output_dir)
     chosen_path: Path | None = None
     if chosen is not None:
         chosen_path = artifacts[chosen.name]
         if options.output:
-            options.output.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(chosen_path, options.output)
+            _atomic_copy(chosen_path, options.output)
             result.output = str(options.output)
             chosen_path = options.output
     elif options.output or options.register_as:
@@ -324,9 +319,25 @@ def _write(result: OptimizeResult, candidates: list[Candidate], artifacts: dict[
     if options.register_as and chosen is not None and chosen_path is not None:
         result.registered = _register(options, result, chosen, chosen_path)
     if options.report:
-        options.report.parent.mkdir(parents=True, exist_ok=True)
         result.report = str(options.report)
-        options.report.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        options.report.parent.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix=f".{options.report.name}.", dir=options.report.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(result.model_dump_json(indent=2) + "\n")
+        os.replace(scratch, options.report)
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    """Copy next to the target, then rename: an interrupted run never leaves a half-written artifact."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, scratch)
+        os.replace(scratch, target)
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
 
 
 def _stem(source: LoadedSource) -> str:

@@ -79,6 +79,8 @@ def load_source(
         return _load_path(path, location, user_inputs, trust_pickle, progress)
     if _FACTORY_RE.match(location) and _factory_module_exists(location.split(":")[0]):
         return _load_factory(location, user_inputs, progress)
+    if path.suffix.lower() in MODEL_SUFFIXES or os.sep in location:
+        raise NotFoundError(f"model file {location} does not exist")
     ref = _parse_registry_ref(location)
     if ref is not None:
         return _load_registry(location, user_inputs, trust_pickle, registry_root, lock_timeout, progress)
@@ -188,7 +190,10 @@ def _load_onnx(path: Path, location: str, user_inputs: list[InputSpec]) -> Loade
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             options.log_severity_level = 3
-            session_box["s"] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            try:
+                session_box["s"] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - ORT reports bad models with its own exception types
+                raise UsageError(f"ONNX Runtime cannot load {path.name}: {str(exc).splitlines()[0][:300]}") from None
         return session_box["s"]
 
     def reference(feeds: Feeds) -> dict[str, Any]:
@@ -201,9 +206,12 @@ def _load_onnx(path: Path, location: str, user_inputs: list[InputSpec]) -> Loade
         return lambda: sess.run(None, feeds)
 
     def write_onnx(target: Path, progress: Progress) -> str:
-        import shutil
+        from mlserve.optimize.export import check_and_infer
 
-        shutil.copyfile(path, target)
+        # one self-contained file (weights kept in external .data files are pulled in)
+        full = onnx.load(str(path))
+        onnx.save(full, str(target))
+        check_and_infer(target)
         return "none (ONNX source)"
 
     return LoadedSource("onnx", location, specs, outputs, reference, timed, write_onnx)
@@ -340,8 +348,11 @@ def _specs_from_examples(names: list[str], example: list[Any], user_inputs: list
 
 def _load_torchscript(path: Path, location: str, user_inputs: list[InputSpec]) -> LoadedSource:
     torch = require("torch", purpose="TorchScript models")
+    from mlserve.optimize._quiet import quiet
+
     try:
-        net = torch.jit.load(str(path), map_location="cpu")
+        with quiet():  # torch.jit.load warns that TorchScript is deprecated
+            net = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
         raise UsageError(
             f"{path.name} is not a TorchScript archive ({type(exc).__name__})",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mlserve._deps import require
+from mlserve.errors import UsageError
 from mlserve.optimize._quiet import quiet
 from mlserve.optimize.specs import InputSpec
 from mlserve.progress import NULL_PROGRESS, Progress
@@ -19,6 +20,12 @@ from mlserve.progress import NULL_PROGRESS, Progress
 
 class VariantSkipped(Exception):
     """This variant does not apply here (no CUDA, nothing to quantize...)."""
+
+
+class VariantBuildError(UsageError):
+    """The tool that builds a variant failed on this model (the message carries its reason)."""
+
+    code = "variant_build_failed"
 
 
 @dataclass
@@ -40,12 +47,16 @@ class BuildContext:
             out = self.workdir / "preprocessed.onnx"
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
-            with quiet():
-                try:
-                    quant_pre_process(str(self.source_onnx), str(out), skip_symbolic_shape=False)
-                    self._preprocessed = out
-                except Exception:  # noqa: BLE001 - pre-processing is an optimization, not a requirement
-                    self._preprocessed = self.source_onnx
+            self._preprocessed = self.source_onnx
+            # symbolic shape inference fails on some graphs (contrib ops): retry without it
+            for skip_symbolic in (False, True):
+                with quiet():
+                    try:
+                        quant_pre_process(str(self.source_onnx), str(out), skip_symbolic_shape=skip_symbolic)
+                    except Exception:  # noqa: BLE001 - pre-processing is an optimization, not a requirement
+                        continue
+                self._preprocessed = out
+                break
         return self._preprocessed
 
 
@@ -106,17 +117,28 @@ def _quantized_ops(path: Path) -> int:
     return sum(1 for node in onnx.load(str(path)).graph.node if node.op_type in quantized)
 
 
+_QUANTIZABLE = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Attention", "LSTM", "GRU", "Gather", "EmbedLayerNormalization"}
+
+
+def _require_quantizable(path: Path, how: str) -> None:
+    onnx = require("onnx")
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    if not ops & _QUANTIZABLE:
+        raise VariantSkipped(f"no operator in this model can be quantized {how} (it has no MatMul, Gemm, Conv or Attention)")
+
+
 def build_int8_dynamic(ctx: BuildContext) -> Built:
     require("onnxruntime.quantization", purpose="INT8 quantization")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    _require_quantizable(ctx.source_onnx, "dynamically")
     out = ctx.workdir / "int8-dynamic.onnx"
     reduce_range = not has_vnni()
     with ctx.progress.task("int8-dynamic: quantizing weights"), quiet() as log:
         try:
             quantize_dynamic(str(ctx.preprocessed()), str(out), weight_type=QuantType.QInt8, reduce_range=reduce_range)
         except Exception as exc:  # noqa: BLE001
-            raise VariantSkipped(f"quantize_dynamic failed: {type(exc).__name__}: {str(exc)[:200]} {log.tail(100)}".strip()) from None
+            raise VariantBuildError(f"int8-dynamic: quantize_dynamic failed: {type(exc).__name__}: {str(exc)[:200]} {log.tail(100)}".strip()) from None
     if not out.exists() or _quantized_ops(out) == 0:
         raise VariantSkipped("no operator in this model can be quantized dynamically")
     return Built(
@@ -145,6 +167,7 @@ def build_int8_static(ctx: BuildContext) -> Built:
 
     from mlserve.optimize.feeds import make_feeds
 
+    _require_quantizable(ctx.source_onnx, "statically")
     if ctx.calibration:
         feeds, origin = ctx.calibration, "user data"
     else:
@@ -170,7 +193,7 @@ def build_int8_static(ctx: BuildContext) -> Built:
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
         except Exception as exc:  # noqa: BLE001
-            raise VariantSkipped(f"quantize_static failed: {type(exc).__name__}: {str(exc)[:200]} {log.tail(100)}".strip()) from None
+            raise VariantBuildError(f"int8-static: quantize_static failed: {type(exc).__name__}: {str(exc)[:200]} {log.tail(100)}".strip()) from None
     if not out.exists() or _quantized_ops(out) == 0:
         raise VariantSkipped("no operator in this model can be quantized statically")
     return Built(

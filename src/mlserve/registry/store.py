@@ -698,16 +698,24 @@ class Registry:
         for stage, version in links.items():
             by_version.setdefault(version, []).append(stage)
         rows = []
-        versions_dir = self.model_dir(name) / "versions"
-        for entry in os.scandir(versions_dir) if versions_dir.is_dir() else []:
+        versions_dir = str(self.model_dir(name) / "versions")
+        # plain strings, not pathlib, in this loop: it runs once per version and dominates `list` at scale
+        for entry in os.scandir(versions_dir) if os.path.isdir(versions_dir) else []:
             if entry.name.startswith("."):
                 continue
+            record_path = f"{entry.path}/version.json"
             try:
-                record = _load_doc(Path(entry.path) / "version.json", VersionRecord, "version record")
+                with open(record_path, "rb") as fh:
+                    raw = fh.read()
             except FileNotFoundError:
-                continue
-            state_path = Path(entry.path) / "state.json"
-            state = _load_doc(state_path, VersionState, "version state") if state_path.exists() else VersionState()
+                continue  # not a complete version (verify reports it)
+            try:
+                record = VersionRecord.model_validate_json(raw)
+            except ValidationError:
+                record = _load_doc(Path(record_path), VersionRecord, "version record")  # raises with details
+            state_path = f"{entry.path}/state.json"
+            state = _load_doc(Path(state_path), VersionState, "version state") if os.path.exists(state_path) \
+                else _EMPTY_STATE
             stages = sorted(by_version.get(record.version, []))
             rows.append(VersionRow(version=record.version, seq=record.seq, registered_at=record.registered_at,
                                    sha256=record.sha256, size=record.size, stages=stages,
@@ -797,6 +805,9 @@ class Registry:
         from mlserve.registry.verify import verify_registry
 
         return verify_registry(self, name, repair=repair, content=content, progress=progress)
+
+
+_EMPTY_STATE = VersionState()
 
 
 def _status(stages: list[str], state: VersionState) -> str:

@@ -17,10 +17,13 @@ per metric:
 3. Fewer than ``min_points`` finite points on a side that a check needs: ``inconclusive``, never a
    pass. A real threshold failure is still reported as ``fail``.
 
+With ``AnalysisContext.compare`` false (stable serves no traffic, e.g. at a 100 % step) only
+thresholds are checked; a metric that has none is ``skipped`` and left out of the score.
+
 Score (Kayenta): ``passed / all metrics x 100``; a failed critical metric forces 0. The analysis
-verdict is ``pass`` at ``>= pass_score``, ``marginal`` at ``>= marginal_score``, else ``fail``;
-when any metric is inconclusive and the score does not fail the analysis, the verdict is
-``inconclusive`` (and the score is not given), so missing data can never promote.
+verdict is ``pass`` at ``>= pass_score``, ``marginal`` at ``>= marginal_score``, else ``fail``.
+Missing data can never promote: with an inconclusive metric and nothing failed the verdict is
+``inconclusive`` (no score); with failures too it is scored but never better than ``marginal``.
 
 Templates use ``{target}`` (the canary's or stable's workload name), ``{namespace}``, ``{window}``
 (the spec's ``window``, for ``rate(...[{window}])``) and ``{model}``; other braces are PromQL's own.
@@ -33,7 +36,7 @@ import math
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -46,7 +49,7 @@ _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 Direction = Literal["max", "min"]
-MetricVerdict = Literal["pass", "high", "low", "inconclusive", "fail"]
+MetricVerdict = Literal["pass", "high", "low", "inconclusive", "fail", "skipped"]
 AnalysisVerdict = Literal["pass", "marginal", "fail", "inconclusive"]
 
 
@@ -298,6 +301,9 @@ class AnalysisContext(BaseModel):
     model: str
     start: datetime
     end: datetime
+    # False when stable serves no traffic in the range (a 100 % step): comparisons are skipped,
+    # thresholds still apply, and a comparison-only metric is reported as "skipped" (not scored).
+    compare: bool = True
 
     @model_validator(mode="after")
     def _ordered(self) -> "AnalysisContext":
@@ -349,6 +355,18 @@ class AnalysisResult(BaseModel):
     def passed(self) -> bool:
         return self.verdict == "pass"
 
+    def summary_lines(self) -> list[str]:
+        """Plain-text lines for people: the verdict, then one line per metric (no markup)."""
+        score = "-" if self.score is None else f"{self.score:.0f}"
+        lines = [f"verdict: {self.verdict} (score {score}; pass >= {self.pass_score:g}, marginal >= {self.marginal_score:g}): {self.reason}"]
+        for m in self.metrics:
+            flag = " [critical]" if m.critical else ""
+            lines.append(
+                f"  {m.name}{flag}: {m.verdict}, canary {_fmt(m.canary_median)} ({m.canary_points} pts), "
+                f"stable {_fmt(m.stable_median)} ({m.stable_points} pts): {m.reason}"
+            )
+        return lines
+
 
 def _statistic(values: list[float], how: str, direction: Direction) -> float:
     from mlserve.rollout.stats import median
@@ -385,6 +403,7 @@ def judge_metric(metric: MetricSpec, canary: list[float], stable: list[float], *
     )
     reasons: list[str] = []
     enough_canary = len(canary) >= metric.min_points
+    worse = False  # the comparison found a significant shift in a direction that fails
 
     if metric.threshold is not None:
         if not enough_canary:
@@ -419,8 +438,10 @@ def judge_metric(metric: MetricSpec, canary: list[float], stable: list[float], *
             below = hl.high is not None and hl.high < 0 and -hl.estimate > down
             result.comparison = "high" if above else "low" if below else "pass"
             result.allowance = up if hl.estimate >= 0 else down
-            bad = (above or below) and (metric.fail_on == "either" or (above and metric.direction == "max") or (below and metric.direction == "min"))
-            if bad:
+            worse = (above or below) and (
+                metric.fail_on == "either" or (above and metric.direction == "max") or (below and metric.direction == "min")
+            )
+            if worse:
                 reasons.append(
                     f"canary is {'higher' if above else 'lower'} than stable by {abs(hl.estimate):.6g} "
                     f"({confidence:.0%} CI {_fmt(hl.low)}..{_fmt(hl.high)}, p={mw.p_value:.3g}, allowance {result.allowance:.6g})"
@@ -428,11 +449,7 @@ def judge_metric(metric: MetricSpec, canary: list[float], stable: list[float], *
 
     if result.threshold_verdict == "fail":
         result.verdict = "fail"
-    elif result.comparison in ("high", "low") and (
-        metric.fail_on == "either"
-        or (result.comparison == "high" and metric.direction == "max")
-        or (result.comparison == "low" and metric.direction == "min")
-    ):
+    elif worse:
         result.verdict = result.comparison  # type: ignore[assignment]
     elif "inconclusive" in (result.threshold_verdict, result.comparison):
         result.verdict = "inconclusive"
@@ -454,6 +471,9 @@ def judge_metric(metric: MetricSpec, canary: list[float], stable: list[float], *
 
 def score_analysis(spec: AnalysisSpec, metrics: list[MetricResult]) -> tuple[AnalysisVerdict, float | None, str]:
     """Kayenta's scoring: passed/all x 100, critical failure forces 0, inconclusive never passes."""
+    metrics = [m for m in metrics if m.verdict != "skipped"]
+    if not metrics:
+        return "inconclusive", None, "no metric could be judged (comparisons are off and no metric has a threshold)"
     failed = [m for m in metrics if m.verdict in ("fail", "high", "low")]
     inconclusive = [m for m in metrics if m.verdict == "inconclusive"]
     critical = [m for m in failed if m.critical]
@@ -471,11 +491,30 @@ def score_analysis(spec: AnalysisSpec, metrics: list[MetricResult]) -> tuple[Ana
     return "fail", score, f"score {score:.0f} < {spec.marginal_score:g}; failed: {failed_names}"
 
 
-def judge(spec: AnalysisSpec, ctx: AnalysisContext, prometheus: Any) -> AnalysisResult:
+class RangeQuerier(Protocol):
+    """What the judge needs from Prometheus (:class:`~mlserve.rollout.prometheus.PrometheusClient` has it)."""
+
+    def query_range(self, promql: str, start: datetime, end: datetime, step: str) -> list[tuple[float, float]]: ...
+
+
+def _skipped(metric: MetricSpec) -> MetricResult:
+    return MetricResult(
+        name=metric.name,
+        verdict="skipped",
+        reason="comparison-only metric skipped: comparisons are off for this range (stable serves no traffic)",
+        critical=metric.critical,
+        direction=metric.direction,
+        queries={},
+        canary_points=0,
+        stable_points=0,
+    )
+
+
+def judge(spec: AnalysisSpec, ctx: AnalysisContext, prometheus: RangeQuerier) -> AnalysisResult:
     """Query every metric for canary and stable over ``ctx``'s range and give the verdict.
 
-    ``prometheus`` is a :class:`~mlserve.rollout.prometheus.PrometheusClient` (or anything with its
-    ``query_range``). Its :class:`~mlserve.errors.InfrastructureError` and
+    ``prometheus`` is a :class:`~mlserve.rollout.prometheus.PrometheusClient` (or any
+    :class:`RangeQuerier`). Its :class:`~mlserve.errors.InfrastructureError` and
     :class:`~mlserve.errors.UsageError` propagate: an unreachable Prometheus is not a verdict.
     """
     warnings: list[str] = []
@@ -491,6 +530,11 @@ def judge(spec: AnalysisSpec, ctx: AnalysisContext, prometheus: Any) -> Analysis
         )
     results: list[MetricResult] = []
     for metric in spec.metrics:
+        if metric.compare and not ctx.compare:
+            if metric.threshold is None:
+                results.append(_skipped(metric))
+                continue
+            metric = metric.model_copy(update={"compare": False})
         sides = ["canary", "stable"] if metric.compare else ["canary"]
         queries = {
             side: render_query(
@@ -527,3 +571,44 @@ def judge(spec: AnalysisSpec, ctx: AnalysisContext, prometheus: Any) -> Analysis
         marginal_score=spec.marginal_score,
         warnings=warnings,
     )
+
+
+def analyze(
+    *,
+    canary: str,
+    stable: str,
+    namespace: str | None = None,
+    model: str = "",
+    analysis_file: str | Path | None = None,
+    duration: str = "10m",
+    end: datetime | None = None,
+    prometheus_url: str | None = None,
+    timeout: float = 10,
+) -> AnalysisResult:
+    """Dry-run the judge on the last ``duration`` (ending at ``end``, default now) without a rollout.
+
+    The analysis comes from ``analysis_file`` or :func:`default_analysis`; the Prometheus URL and
+    namespace from the flag, ``MLSERVE_PROMETHEUS_URL`` / ``MLSERVE_NAMESPACE``, the config file or
+    their defaults.
+    """
+    from mlserve import config
+    from mlserve.rollout.prometheus import PrometheusClient
+
+    spec = load_analysis(analysis_file) if analysis_file is not None else default_analysis()
+    try:
+        span = parse_duration(duration)
+    except ValueError as exc:
+        raise UsageError(f"--duration: {exc}") from exc
+    if span <= timedelta(0):
+        raise UsageError("--duration must be longer than zero")
+    finish = _aware(end) if end is not None else datetime.now(timezone.utc)
+    ctx = AnalysisContext(
+        canary=canary,
+        stable=stable,
+        namespace=config.resolve("rollout.namespace", namespace),
+        model=model,
+        start=finish - span,
+        end=finish,
+    )
+    with PrometheusClient(config.resolve("rollout.prometheus_url", prometheus_url), timeout=timeout) as client:
+        return judge(spec, ctx, client)

@@ -45,7 +45,7 @@ class KubernetesStore:
     from a kubeconfig, the in-cluster service account, or an explicit server URL.
     """
 
-    live = True
+    is_live = True
 
     def __init__(self, api_client: Any, *, request_timeout: float = 10.0, read_retries: int = 3) -> None:
         self.api = api_client

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from mlserve.errors import ConflictError, NotFoundError, UsageError
+from mlserve.errors import ConflictError, MlserveError, NotFoundError, UsageError
 from mlserve.rollout.jsonpatch import apply_patch, json_equal, to_plain, to_roundtrip
 
 SUFFIXES = (".yaml", ".yml")
@@ -352,7 +352,9 @@ class ManifestStore:
                 last.body += "\n"
         header = "---\n" if text.strip() else ""
         indent = self._indent_for(file, None)
-        doc = _Doc(header=header, body=_dump(data, indent), footer="", data=data, line=file.next_line() + bool(header))
+        line = file.next_line() + bool(header)
+        body, stored = self._emit(rel, data, indent, line)
+        doc = _Doc(header=header, body=body, footer="", data=stored, line=line)
         doc.guess = _IndentGuess(indent.mapping, indent.sequence, indent.offset)
         file.docs.append(doc)
         self._commit(file, undo=lambda: setattr(file, "docs", before))
@@ -383,7 +385,7 @@ class ManifestStore:
         if dry_run or json_equal(new_data, doc.data):
             return to_plain(new_data)
         old_data, old_body = doc.data, doc.body
-        doc.data, doc.body = new_data, self._redump(file, doc, new_data)
+        doc.body, doc.data = self._redump(file, doc, new_data)
 
         def undo() -> None:
             doc.data, doc.body = old_data, old_body
@@ -478,13 +480,29 @@ class ManifestStore:
         )
         return _resolve_indent(*guesses, directory)
 
-    def _redump(self, file: _File, doc: _Doc, data: Any) -> str:
-        """The new text of a changed document, keeping its blank lines at both ends."""
-        dumped = _dump(data, self._indent_for(file, doc), explicit_start=doc.explicit_start)
+    def _redump(self, file: _File, doc: _Doc, data: Any) -> tuple[str, Any]:
+        """The new text of a changed document (keeping its blank lines at both ends) and its data."""
         body = doc.body
         lead = body[: len(body) - len(body.lstrip("\n"))]
         trail = len(body) - len(body.rstrip("\n"))
-        return lead + dumped.strip("\n") + "\n" * trail
+        dumped, stored = self._emit(file.rel, data, self._indent_for(file, doc), doc.line, explicit_start=doc.explicit_start)
+        return lead + dumped.strip("\n") + "\n" * trail, stored
+
+    def _emit(self, rel: str, data: Any, indent: Indent, line: int, *, explicit_start: bool = False) -> tuple[str, Any]:
+        """Dump ``data`` and load the text back: the stored node is always a fresh parse of its text.
+
+        ruamel's comment tokens are changed by dumping, and a deep copy of a node that has been
+        dumped emits misplaced comments; re-parsing keeps every node pristine. It also proves that
+        the text says what was meant before anything is written.
+        """
+        text = _dump(data, indent, explicit_start=explicit_start)
+        try:
+            stored = self._load(rel, text, line)
+        except UsageError as exc:
+            raise MlserveError(f"{rel}:{line}: ruamel.yaml wrote YAML it cannot read back ({exc.message}); nothing written") from None
+        if not json_equal(stored, data):
+            raise MlserveError(f"{rel}:{line}: the re-emitted YAML does not read back as the patched object; nothing written")
+        return text, stored
 
     def _parse(self, path: Path, rel: str, raw: bytes) -> _File:
         try:
@@ -496,8 +514,6 @@ class ManifestStore:
         crlf = "\r\n" in text
         if crlf:
             text = text.replace("\r\n", "\n")
-        if self._yaml is None:
-            self._yaml = _new_yaml()
         docs = []
         for header, body, footer, line, explicit in _split_documents(text):
             data = self._load(rel, body, line)
@@ -510,6 +526,8 @@ class ManifestStore:
         from mlserve._deps import require
 
         error_cls = require("ruamel.yaml", purpose="editing YAML manifests").YAMLError
+        if self._yaml is None:
+            self._yaml = _new_yaml()
         try:
             return self._yaml.load(body)
         except error_cls as exc:

@@ -45,9 +45,9 @@ def _clean_copy(obj: dict[str, Any], name: str) -> dict[str, Any]:
 class Router:
     """Base class: one object whose fields decide how much traffic the canary gets."""
 
-    kind: str = ""
-    name: str = ""
-    label: str = ""
+    kind: str
+    name: str
+    label: str
 
     def creates(self, store: Any, namespace: str) -> dict[str, Any] | None:
         """An object to create before the first step (None: the router's object must exist)."""
@@ -146,6 +146,7 @@ class NginxRouter(Router):
     canary_ingress: str = ""
     kind: str = "Ingress"
     label: str = "nginx"
+    name: str = ""
 
     def __post_init__(self) -> None:
         self.canary_ingress = self.canary_ingress or f"{self.stable_ingress}-canary"

@@ -110,6 +110,8 @@ class RolloutState(BaseModel):
     stable: str  # stable Deployment (blue-green: the live colour)
     canary: str  # canary Deployment (blue-green: the idle colour, which gets the new version)
     traffic_object: str  # kind/name of the object holding the traffic split
+    stable_service: str = ""
+    canary_service: str = ""
     reverted: bool = False
     promoted_in_registry: bool = False
     keep_until: datetime | None = None

@@ -7,6 +7,8 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlserve.rollout.analysis import (
     AnalysisContext,
@@ -223,3 +225,52 @@ def test_result_is_json_ready():
 def test_context_end_must_follow_start():
     with pytest.raises(ValueError, match="end must be after start"):
         ctx(end=START)
+
+
+def test_without_comparison_thresholds_still_judge_and_compare_only_metrics_are_skipped():
+    spec = AnalysisSpec(metrics=[latency(), latency(name="shape", query="shape-{target}", threshold=None)])
+    prom = RecordedSeries({'lat{deployment="web-canary",ns="prod"}': noisy(0.9, seed=1), 'lat{deployment="web",ns="prod"}': noisy(0.1, seed=2)})
+    result = judge(spec, ctx(compare=False), prom)
+    assert [c[0] for c in prom.calls] == ['lat{deployment="web-canary",ns="prod"}']  # stable is not even queried
+    first, shape = result.metrics
+    assert (first.verdict, first.threshold_verdict, first.comparison) == ("fail", "fail", None)
+    assert shape.verdict == "skipped"
+    assert (result.verdict, result.score) == ("fail", 0.0)  # 0 of 1 scored metrics passed
+    prom.series['lat{deployment="web-canary",ns="prod"}'] = noisy(0.1, seed=1)
+    assert (judge(spec, ctx(compare=False), prom).verdict, judge(spec, ctx(compare=False), prom).score) == ("pass", 100.0)
+
+
+def test_nothing_to_judge_without_comparison_is_inconclusive():
+    spec = AnalysisSpec(metrics=[latency(threshold=None)])
+    result = judge(spec, ctx(compare=False), RecordedSeries({}))
+    assert (result.verdict, result.score) == ("inconclusive", None)
+    assert result.metrics[0].verdict == "skipped"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    verdicts=st.lists(st.sampled_from(["pass", "high", "low", "inconclusive", "fail", "skipped"]), min_size=1, max_size=12),
+    critical=st.lists(st.booleans(), min_size=12, max_size=12),
+    pass_score=st.floats(50, 100),
+)
+def test_scoring_invariants(verdicts, critical, pass_score):
+    from mlserve.rollout.analysis import MetricResult, score_analysis
+
+    spec = AnalysisSpec(metrics=[latency()], pass_score=pass_score, marginal_score=50)
+    metrics = [
+        MetricResult(name=f"m{i}", verdict=v, reason="", critical=critical[i], direction="max", queries={}, canary_points=0, stable_points=0)
+        for i, v in enumerate(verdicts)
+    ]
+    verdict, score, _ = score_analysis(spec, metrics)
+    scored = [v for v in verdicts if v != "skipped"]
+    failed_critical = any(v in ("fail", "high", "low") and critical[i] for i, v in enumerate(verdicts))
+    if verdict == "pass":  # only with every scored metric known and the score reached
+        assert "inconclusive" not in scored and score >= pass_score and not failed_critical
+    if failed_critical:
+        assert (verdict, score) == ("fail", 0.0)
+    if "inconclusive" in scored and not failed_critical:
+        assert verdict in ("inconclusive", "marginal", "fail")
+    if not scored:
+        assert verdict == "inconclusive"
+    if score is not None and not failed_critical:
+        assert score == pytest.approx(100 * scored.count("pass") / len(scored))

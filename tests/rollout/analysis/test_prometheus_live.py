@@ -6,14 +6,13 @@ One Prometheus (scrape every 1s) and one exporter serve all tests of this module
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from helpers.prometheus import TrafficProfile, WorkloadExporter, free_port, iter_lines, requires_prometheus, start_prometheus
+from helpers.prometheus import TrafficProfile, WorkloadExporter, iter_lines, requires_prometheus, start_prometheus
 
 from mlserve.errors import InfrastructureError, UsageError
-from mlserve.rollout.analysis import AnalysisContext, analysis_from_dict, default_analysis, judge
+from mlserve.rollout.analysis import AnalysisContext, analysis_from_dict, analyze, default_analysis, judge
 from mlserve.rollout.prometheus import PrometheusClient
 
 pytestmark = [requires_prometheus, pytest.mark.prometheus, pytest.mark.slow]
@@ -21,12 +20,13 @@ pytestmark = [requires_prometheus, pytest.mark.prometheus, pytest.mark.slow]
 NAMESPACE = "prod"
 HEALTHY = TrafficProfile(rate=200, error_ratio=0.002, latency_min=0.010, latency_max=0.040)
 DEGRADED = TrafficProfile(rate=200, error_ratio=0.15, latency_min=0.150, latency_max=0.450)
+BROKEN = TrafficProfile(rate=50, error_ratio=1.0)  # answers nothing but 500s
 MIN_POINTS = 10
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    workloads = {"web": HEALTHY, "web-canary": HEALTHY, "web-degraded": DEGRADED}
+    workloads = {"web": HEALTHY, "web-canary": HEALTHY, "web-degraded": DEGRADED, "web-broken": BROKEN}
     with WorkloadExporter(workloads, namespace=NAMESPACE, seed=5) as exporter:
         with start_prometheus([exporter.target], tmp_path_factory.mktemp("prometheus")) as prom:
             start = datetime.now(timezone.utc)
@@ -75,6 +75,14 @@ def test_statistics_alone_catch_a_regression_under_the_thresholds(live):
     result = judge(loose, context(live, "web-degraded"), live["client"])
     assert [(m.verdict, m.threshold_verdict) for m in result.metrics] == [("low", "pass"), ("high", "pass")]
     assert (result.verdict, result.score) == ("fail", 0.0)
+
+
+def test_all_failing_canary_is_a_failure_not_missing_data(live):
+    result = judge(spec(), context(live, "web-broken"), live["client"])
+    success = result.metrics[0]
+    assert (success.verdict, success.canary_median, success.comparison) == ("fail", 0.0, "low")
+    assert success.canary_points >= MIN_POINTS
+    assert result.verdict == "fail"
 
 
 def test_canary_without_data_is_inconclusive(live):
@@ -155,16 +163,6 @@ def test_exporter_exposition_is_consistent(live):
     assert count == codes == buckets[-1]
 
 
-def test_prometheus_down_is_an_infrastructure_error_for_the_judge(tmp_path):
-    port = free_port()  # nothing listens there
-    ctx = AnalysisContext(canary="c", stable="s", namespace="n", model="m", start=datetime.now(timezone.utc) - timedelta(minutes=1), end=datetime.now(timezone.utc))
-    started = time.monotonic()
-    with PrometheusClient(f"http://127.0.0.1:{port}", timeout=2, retries=1) as client:
-        with pytest.raises(InfrastructureError, match=rf"cannot reach Prometheus at http://127.0.0.1:{port}: ConnectError"):
-            judge(spec(), ctx, client)
-    assert time.monotonic() - started < 30
-
-
 def test_prometheus_stopped_mid_run(tmp_path):
     with WorkloadExporter({"web": HEALTHY}) as exporter:
         prom = start_prometheus([exporter.target], tmp_path)
@@ -175,3 +173,26 @@ def test_prometheus_stopped_mid_run(tmp_path):
                 client.query("vector(1)")
             assert info.value.exit_code == 12
             assert not client.ready()
+
+
+def test_analyze_dry_run_reads_file_and_environment(live, tmp_path, monkeypatch):
+    path = tmp_path / "analysis.yaml"
+    path.write_text(
+        "# the ready-made checks, tuned for a 1s scrape\n"
+        f"defaults: {{min_points: {MIN_POINTS}, min_success_rate: 0.95, max_p99_seconds: 0.2}}\n"
+        "step: 1s\nwindow: 5s\n"
+    )
+    monkeypatch.setenv("MLSERVE_PROMETHEUS_URL", live["prom"].url)
+    monkeypatch.setenv("MLSERVE_NAMESPACE", NAMESPACE)
+    seconds = int((live["end"] - live["start"]).total_seconds())
+    good = analyze(canary="web-canary", stable="web", analysis_file=path, duration=f"{seconds}s", end=live["end"])
+    assert (good.verdict, good.score) == ("pass", 100.0)
+    bad = analyze(canary="web-degraded", stable="web", analysis_file=path, duration=f"{seconds}s", end=live["end"])
+    assert bad.verdict == "fail"
+    lines = bad.summary_lines()
+    assert lines[0] == "verdict: fail (score 0; pass >= 95, marginal >= 75): critical metric(s) failed: success-rate, latency-p99"
+    assert lines[1].startswith("  success-rate [critical]: fail, canary 0.")
+    assert "is not >= 0.95" in lines[1] and len(lines) == 3
+    # the namespace flag beats the environment: nothing is labelled "staging"
+    elsewhere = analyze(canary="web-canary", stable="web", namespace="staging", analysis_file=path, duration=f"{seconds}s", end=live["end"])
+    assert elsewhere.verdict == "inconclusive"

@@ -426,3 +426,17 @@ def test_non_object_documents_and_lists_are_left_alone(tmp_path: Path) -> None:
     store = ManifestStore(tmp_path)
     assert store.objects() == []
     assert store.warnings == ["misc.yaml:4: a 'kind: List' document is not looked into"]
+
+
+def test_a_whole_canary_walk_and_back_leaves_the_files_byte_identical(repo: Path, snapshot) -> None:
+    before = snapshot(repo)
+    store = ManifestStore(repo)
+    was = (90, 10)
+    for canary in (25, 50, 100, 10):
+        store.patch("HTTPRoute", "churn-api", "ml", route_weights(100 - canary, canary, was=was))
+        store.patch("Ingress", "churn-api-canary", "ml", [{"op": "replace", "path": CANARY_WEIGHT, "value": str(canary)}])
+        was = (100 - canary, canary)
+        route = ManifestStore(repo).get("HTTPRoute", "churn-api", "ml")  # what the next CI job would read
+        assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100 - canary, canary]
+    assert snapshot(repo) == before
+    assert store.changes() == []

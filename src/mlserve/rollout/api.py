@@ -1,0 +1,120 @@
+"""Entry points for the CLI: build the store, judge and registry link from options, then call the engine.
+
+Each function here is what one ``mlserve rollout`` command calls; they hold no logic of their own
+beyond wiring (the outside world is created here, once, and injected into the engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlserve.progress import NULL_PROGRESS, Progress
+from mlserve.rollout.engine import (
+    AbortResult,
+    CommandResult,
+    Interrupt,
+    Judge,
+    JudgeWindow,
+    PlanResult,
+    RolloutConfig,
+    RolloutEngine,
+    RolloutResult,
+    StatusResult,
+)
+
+
+@dataclass
+class Target:
+    """Where the objects are: ``manifests`` (a directory of YAML files) or a cluster."""
+
+    namespace: str = "default"
+    manifests: Path | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    server: str | None = None
+    registry: Path | None = None
+    lock_timeout: float | None = None
+    use_registry: bool = True
+
+
+def open_store(target: Target, *, write: bool = True) -> Any:
+    if target.manifests is not None:
+        from mlserve.rollout.manifests import ManifestStore
+
+        return ManifestStore(target.manifests, default_namespace=target.namespace, write=write)
+    from mlserve.rollout.kube import KubernetesStore
+
+    return KubernetesStore.connect(kubeconfig=target.kubeconfig, context=target.context, server=target.server)
+
+
+def open_registry(target: Target) -> Any:
+    from mlserve.rollout.registry_link import NoRegistry, RegistryLink
+
+    if not target.use_registry:
+        return NoRegistry()
+    return RegistryLink.open(target.registry, target.lock_timeout)
+
+
+def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float | None = None) -> Judge:
+    """The Prometheus judge of :mod:`mlserve.rollout.analysis`, as the engine's callable.
+
+    A ``pause`` too short to give every metric its ``min_points`` is refused up front: such a
+    rollout could only ever end "inconclusive".
+    """
+    from mlserve.errors import UsageError
+    from mlserve.rollout.analysis import AnalysisContext, default_analysis, judge, load_analysis
+    from mlserve.rollout.prometheus import PrometheusClient
+
+    spec = load_analysis(analysis) if analysis is not None else default_analysis()
+    needed = spec.min_range().total_seconds()
+    if pause is not None and pause < needed:
+        raise UsageError(f"--pause {pause:g}s is too short for the analysis: it needs at least {needed:g}s "
+                         f"to collect min_points at step {spec.step}",
+                         hint="lengthen --pause, lower min_points in the analysis file, or use --no-analysis")
+    client = PrometheusClient(prometheus_url)
+
+    def run(window: JudgeWindow) -> Any:
+        ctx = AnalysisContext(canary=window.canary, stable=window.stable, namespace=window.namespace,
+                              model=window.model, start=window.start, end=window.end)
+        return judge(spec, ctx, client)
+
+    return run
+
+
+def _engine(target: Target, *, judge: Judge | None = None, progress: Progress = NULL_PROGRESS,
+            interrupt: Interrupt | None = None, registry: bool = True, write: bool = True) -> RolloutEngine:
+    store = open_store(target, write=write)
+    return RolloutEngine(store, judge=judge, registry=open_registry(target) if registry else None,
+                         interrupt=interrupt, progress=progress)
+
+
+def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = None, prometheus_url: str | None = None,
+                no_analysis: bool = False, progress: Progress = NULL_PROGRESS,
+                interrupt: Interrupt | None = None) -> RolloutResult:
+    """``mlserve rollout canary`` / ``blue-green``."""
+    judge = None
+    if not no_analysis and target.manifests is None and prometheus_url:
+        judge = prometheus_judge(analysis, prometheus_url, pause=cfg.pause)
+    return _engine(target, judge=judge, progress=progress, interrupt=interrupt).run(cfg)
+
+
+def plan_rollout(cfg: RolloutConfig, target: Target) -> PlanResult:
+    return _engine(target, write=False).plan(cfg)
+
+
+def rollout_status(name: str, target: Target, *, wait: bool = False, timeout: float = 600.0) -> StatusResult:
+    return _engine(target, registry=False).status(name, target.namespace, wait=wait, timeout=timeout)
+
+
+def abort_rollout(name: str, target: Target, *, reason: str | None = None, dry_run: bool = False) -> AbortResult:
+    return _engine(target).abort(name, target.namespace, reason=reason, dry_run=dry_run)
+
+
+def promote_rollout(name: str, target: Target, *, full: bool = False) -> CommandResult:
+    return _engine(target, registry=False).promote(name, target.namespace, full=full)
+
+
+def undo_rollout(name: str, target: Target, *, dry_run: bool = False) -> AbortResult:
+    return _engine(target).undo(name, target.namespace, dry_run=dry_run)

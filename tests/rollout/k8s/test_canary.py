@@ -1,0 +1,74 @@
+"""Full canary runs against the emulated API server, through the official client over real HTTP."""
+
+from __future__ import annotations
+
+from mlserve import exitcodes
+from rollout.k8s.k8s_support import NS, ScriptedJudge, config, engine, env_of, weights
+
+
+def test_canary_promotes_through_every_step(seeded, store, registry):
+    judge = ScriptedJudge("pass", "marginal", "pass")
+    result = engine(store, registry, judge).run(config())
+
+    assert result.outcome == "promoted", result.message
+    assert result.exit_code == exitcodes.OK
+    assert [(s.weight, s.verdict) for s in result.steps] == [(10, "pass"), (50, "marginal"), (100, "pass")]
+    assert any("marginal" in w for w in result.warnings)
+    # The judge compared canary against stable over each pause.
+    assert [(w.canary, w.stable, w.weight) for w in judge.windows] == [
+        ("iris-canary", "iris", 10), ("iris-canary", "iris", 50), ("iris-canary", "iris", 100)]
+    assert all(w.end > w.start for w in judge.windows)
+
+    stable = seeded.get("Deployment", "iris", NS)
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/iris-server:2"
+    assert env_of(stable) == {"LOG_LEVEL": "info", "MLSERVE_MODEL_VERSION": "2"}
+    canary = seeded.get("Deployment", "iris-canary", NS)
+    assert canary["spec"]["replicas"] == 0
+    assert canary["spec"]["template"]["metadata"]["labels"] == {"app": "iris-canary", "rollout.mlserve.dev/track": "canary"}
+    # The canary Service does not select stable pods, and the stable Service does not select canary pods.
+    assert seeded.get("Service", "iris-canary", NS)["spec"]["selector"] == {
+        "app": "iris-canary", "rollout.mlserve.dev/track": "canary"}
+    assert "clusterIP" not in seeded.get("Service", "iris-canary", NS)["spec"]
+    assert weights(seeded.get("HTTPRoute", "iris", NS)) == {"iris": 100, "iris-canary": 0}
+
+    assert registry.resolve("iris@production").version == "2"
+    lease = seeded.get("Lease", "mlserve-rollout-iris", NS)
+    assert lease["spec"]["holderIdentity"] == ""
+
+
+def test_route_weights_follow_the_steps(seeded, store, registry):
+    """Each step's weight is really applied: the route's history holds 10/90, 50/50, 100/0 in order."""
+    seen = []
+
+    def judge(window):
+        seen.append(weights(seeded.get("HTTPRoute", "iris", NS)))
+        return ScriptedJudge("pass")(window)
+
+    result = engine(store, registry, judge).run(config())
+    assert result.outcome == "promoted"
+    assert seen == [{"iris": 90, "iris-canary": 10}, {"iris": 50, "iris-canary": 50}, {"iris": 0, "iris-canary": 100}]
+
+
+def test_judge_fail_rolls_back(seeded, store, registry):
+    result = engine(store, registry, ScriptedJudge("pass", "fail")).run(config())
+    assert result.outcome == "rolled-back"
+    assert result.exit_code == exitcodes.ROLLED_BACK
+    assert "step 2" in result.message and "50%" in result.message
+    assert result.reverted
+    # Traffic is back on stable, stable untouched, created objects removed.
+    assert weights(seeded.get("HTTPRoute", "iris", NS)) == {"iris": 1}
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert env_of(seeded.get("Deployment", "iris", NS))["MLSERVE_MODEL_VERSION"] == "1"
+    assert seeded.get("Deployment", "iris-canary", NS) is None
+    assert seeded.get("Service", "iris-canary", NS) is None
+    assert registry.resolve("iris@production").version == "1"
+    kinds = [e.kind for e in registry.events("iris")]
+    assert "rollout-rolled-back" in kinds
+
+
+def test_judge_inconclusive_is_never_a_pass(seeded, store, registry):
+    result = engine(store, registry, ScriptedJudge("inconclusive")).run(config())
+    assert result.outcome == "inconclusive"
+    assert result.exit_code == exitcodes.INCONCLUSIVE
+    assert weights(seeded.get("HTTPRoute", "iris", NS)) == {"iris": 1}
+    assert registry.resolve("iris@production").version == "1"

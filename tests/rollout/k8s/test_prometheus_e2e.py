@@ -1,0 +1,53 @@
+"""End to end: `mlserve rollout canary` judged by a real Prometheus scraping simulated workloads.
+
+The healthy canary is promoted; the degraded one (30% errors) is rolled back with exit 10.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers.prometheus import TrafficProfile, WorkloadExporter, start_prometheus
+from mlserve import exitcodes
+from rollout.k8s.k8s_support import NS
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+
+ANALYSIS = {"defaults": {"min_points": 4, "step": "1s", "window": "3s", "max_p99_seconds": 0.5}}
+
+
+def run_canary(tmp_path: Path, seeded, registry, cli, canary: TrafficProfile):
+    analysis = tmp_path / "analysis.json"
+    analysis.write_text(json.dumps(ANALYSIS))
+    workloads = {"iris": TrafficProfile(), "iris-canary": canary}
+    with WorkloadExporter(workloads, namespace=NS) as exporter, start_prometheus([exporter.target], tmp_path / "prom") as prom:
+        prom.wait_for_points(f'sum(rate(http_requests_total{{namespace="{NS}",deployment="iris-canary"}}[3s]))', 3)
+        return cli("rollout", "canary", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--steps", "50",
+                   "--pause", "6s", "--poll", "0.2s", "--analysis", str(analysis), "--prometheus-url", prom.url,
+                   "--registry", str(registry.root), "--json")
+
+
+def test_healthy_canary_is_promoted(tmp_path, seeded, registry, cli):
+    result = run_canary(tmp_path, seeded, registry, cli, TrafficProfile())
+    doc = json.loads(result.stdout)["result"]
+    assert result.exit_code == exitcodes.OK, (doc["message"], doc["steps"])
+    step = doc["steps"][0]
+    assert step["verdict"] == "pass"
+    assert {m["name"]: m["verdict"] for m in step["analysis"]["metrics"]} == {"success-rate": "pass", "latency-p99": "pass"}
+    assert registry.resolve("iris@production").version == "2"
+
+
+def test_degraded_canary_is_rolled_back(tmp_path, seeded, registry, cli):
+    result = run_canary(tmp_path, seeded, registry, cli, TrafficProfile(error_ratio=0.3))
+    assert result.exit_code == exitcodes.ROLLED_BACK, result.stdout
+    doc = json.loads(result.stdout)["result"]
+    step = doc["steps"][0]
+    assert step["verdict"] == "fail"
+    metrics = {m["name"]: m for m in step["analysis"]["metrics"]}
+    assert metrics["success-rate"]["verdict"] == "fail"
+    assert metrics["success-rate"]["canary_median"] < 0.8
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert registry.resolve("iris@production").version == "1"

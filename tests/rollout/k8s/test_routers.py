@@ -1,0 +1,180 @@
+"""The nginx and Istio routers end to end, and the pure weight computations of every router."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from mlserve.errors import UsageError
+from mlserve.rollout.jsonpatch import apply_patch
+from mlserve.rollout.routers import NGINX_CANARY, NGINX_WEIGHT, GatewayRouter, IstioRouter, SelectorRouter
+from rollout.k8s.k8s_support import (
+    HTTP_ROUTE,
+    NS,
+    STABLE_DEPLOYMENT,
+    STABLE_INGRESS,
+    STABLE_SERVICE,
+    VIRTUAL_SERVICE,
+    ScriptedJudge,
+    config,
+    engine,
+)
+
+
+@pytest.fixture
+def nginx(cluster):
+    for obj in (STABLE_DEPLOYMENT, STABLE_SERVICE, STABLE_INGRESS):
+        cluster.put(copy.deepcopy(obj))
+    return cluster
+
+
+@pytest.fixture
+def istio(cluster):
+    for obj in (STABLE_DEPLOYMENT, STABLE_SERVICE, VIRTUAL_SERVICE):
+        cluster.put(copy.deepcopy(obj))
+    return cluster
+
+
+def test_nginx_canary_ingress_is_created_weighted_and_reset(nginx, store, registry):
+    seen = []
+
+    def judge(window):
+        ann = nginx.get("Ingress", "iris-canary", NS)["metadata"]["annotations"]
+        seen.append((ann[NGINX_CANARY], ann[NGINX_WEIGHT]))
+        return ScriptedJudge("pass")(window)
+
+    result = engine(store, registry, judge).run(config(router="nginx"))
+    assert result.outcome == "promoted", result.message
+    assert seen == [("true", "10"), ("true", "50"), ("true", "100")]
+    canary = nginx.get("Ingress", "iris-canary", NS)
+    assert canary["metadata"]["annotations"][NGINX_WEIGHT] == "0"
+    assert canary["metadata"]["annotations"]["kubernetes.io/ingress.class"] == "nginx"
+    backend = canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+    assert backend == "iris-canary"
+    assert nginx.get("Ingress", "iris", NS)["spec"] == STABLE_INGRESS["spec"]  # the stable Ingress is never touched
+
+
+def test_nginx_abort_removes_the_canary_ingress(nginx, store, registry):
+    result = engine(store, registry, ScriptedJudge("fail")).run(config(router="nginx"))
+    assert result.outcome == "rolled-back"
+    assert nginx.get("Ingress", "iris-canary", NS) is None
+
+
+def test_preexisting_canary_weight_is_not_restored_onto_the_canary(nginx, store, registry):
+    """A leftover canary Ingress at weight 10 (the seed's lab) must end at 0 after an abort, not at 10."""
+    leftover = copy.deepcopy(STABLE_INGRESS)
+    leftover["metadata"] = {"name": "iris-canary", "namespace": NS,
+                            "annotations": {NGINX_CANARY: "true", NGINX_WEIGHT: "10"}}
+    leftover["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "iris-canary"
+    nginx.put(leftover)
+    result = engine(store, registry, ScriptedJudge("fail")).run(config(router="nginx"))
+    assert result.outcome == "rolled-back"
+    assert nginx.get("Ingress", "iris-canary", NS)["metadata"]["annotations"][NGINX_WEIGHT] == "0"
+
+
+def test_istio_weights_sum_to_100(istio, store, registry):
+    seen = []
+
+    def judge(window):
+        routes = istio.get("VirtualService", "iris", NS)["spec"]["http"][0]["route"]
+        seen.append({r["destination"]["host"]: r["weight"] for r in routes})
+        return ScriptedJudge("pass")(window)
+
+    result = engine(store, registry, judge).run(config(router="istio"))
+    assert result.outcome == "promoted", result.message
+    assert seen == [
+        {"iris.ml.svc.cluster.local": 90, "iris-canary.ml.svc.cluster.local": 10},
+        {"iris.ml.svc.cluster.local": 50, "iris-canary.ml.svc.cluster.local": 50},
+        {"iris.ml.svc.cluster.local": 0, "iris-canary.ml.svc.cluster.local": 100},
+    ]
+    assert all(sum(s.values()) == 100 for s in seen)
+
+
+def test_gateway_route_refusing_the_change_is_reported(seeded, store, registry):
+    route = copy.deepcopy(HTTP_ROUTE)
+    route["status"]["parents"][0]["conditions"][1] = {
+        "type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "service iris-canary not found"}
+    seeded.put(route)
+    result = engine(store, registry, ScriptedJudge()).run(config())
+    assert result.outcome == "failed"
+    assert "ResolvedRefs=False" in result.message and "BackendNotFound" in result.message
+    assert result.reverted
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+
+
+def test_gateway_ops_are_guarded_and_idempotent():
+    router = GatewayRouter("iris", "iris", "iris-canary")
+    route = copy.deepcopy(HTTP_ROUTE)
+    ops = router.weight_ops(route, 25)
+    assert ops == [
+        {"op": "add", "path": "/spec/rules/0/backendRefs/0/weight", "value": 75},
+        {"op": "add", "path": "/spec/rules/0/backendRefs/-", "value": {"name": "iris-canary", "port": 80, "weight": 25}},
+    ]
+    after = apply_patch(route, ops, in_place=False)
+    assert router.weight(after) == 25
+    assert router.weight_ops(after, 25) == []  # nothing to do twice
+    again = router.weight_ops(after, 60)
+    assert again[0] == {"op": "test", "path": "/spec/rules/0/backendRefs/0/weight", "value": 75}
+    assert router.weight(apply_patch(after, again, in_place=False)) == 60
+
+
+def test_routers_refuse_objects_they_cannot_manage():
+    route = copy.deepcopy(HTTP_ROUTE)
+    with pytest.raises(UsageError, match="no rule with a backendRef to Service other"):
+        GatewayRouter("iris", "other", "other-canary").weight_ops(route, 10)
+    vs = copy.deepcopy(VIRTUAL_SERVICE)
+    vs["spec"]["http"][0]["route"].append({"destination": {"host": "legacy"}, "weight": 0})
+    with pytest.raises(UsageError, match="other than stable and canary"):
+        IstioRouter("iris", "iris", "iris-canary").weight_ops(vs, 10)
+
+
+def test_selector_router_switches_colour():
+    svc = {"spec": {"selector": {"app": "iris", "slot": "blue"}}}
+    router = SelectorRouter("iris", "slot", "blue", "green")
+    ops = router.weight_ops(svc, 100)
+    assert ops == [{"op": "test", "path": "/spec/selector/slot", "value": "blue"},
+                   {"op": "replace", "path": "/spec/selector/slot", "value": "green"}]
+    assert router.weight(apply_patch(svc, ops, in_place=False)) == 100
+
+
+def test_plan_prints_exact_patches_and_applies_nothing(seeded, registry, cli):
+    before = len(seeded.writes())
+    result = cli("rollout", "plan", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--steps", "20,100",
+                 "--registry", str(registry.root), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    plan = json.loads(result.stdout)["result"]
+    assert len(seeded.writes()) == before
+    stages = [c["stage"] for c in plan["changes"]]
+    assert stages[:3] == ["lock", "create canary Service", "create canary Deployment"]
+    step1 = next(c for c in plan["changes"] if c["stage"] == "step 1: 20% to the canary")
+    assert step1["ops"] == [
+        {"op": "add", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80},
+        {"op": "add", "path": "/spec/rules/0/backendRefs/-", "value": {"name": "iris-canary", "port": 80, "weight": 20}},
+    ]
+    step2 = next(c for c in plan["changes"] if c["stage"] == "step 2: 100% to the canary")
+    assert step2["ops"][0] == {"op": "test", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80}
+    stable = next(c for c in plan["changes"] if c["stage"] == "tell stable the new version")
+    assert {"op": "replace", "path": "/spec/template/spec/containers/0/image",
+            "value": "registry.local/iris-server:2"} in stable["ops"]
+    assert [s["kind"] + "/" + s["name"] for s in plan["snapshot"]] == [
+        "HTTPRoute/iris", "Service/iris-canary", "Deployment/iris-canary", "Deployment/iris"]
+    human = cli("rollout", "plan", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--registry", str(registry.root))
+    assert "snapshot (restored by abort):" in human.stdout
+    assert "  Deployment/iris-canary: created by the rollout (deleted on abort)" in human.stdout
+
+
+def test_rbac_prints_a_minimal_role(cli):
+    result = cli("rollout", "rbac", "-n", "ml", "--router", "gateway")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "kind: Role" in lines and "  namespace: ml" in lines
+    assert '  - apiGroups: ["coordination.k8s.io"]' in lines
+    assert "    resources: [httproutes]" in lines
+    assert "ingresses" not in result.stdout and "secrets" not in result.stdout
+    assert "list" not in result.stdout and "watch" not in result.stdout
+    doc = json.loads(cli("rollout", "rbac", "-n", "ml", "--json").stdout)["result"]
+    assert {r["resources"][0] for r in doc["rules"]} == {
+        "deployments", "services", "leases", "httproutes", "ingresses", "virtualservices"}
