@@ -102,3 +102,23 @@ def test_shape_mismatch_and_missing_output_fail() -> None:
     report = check_parity(lambda f: {"y": f["x"]}, lambda f: {"z": f["x"]}, feeds, ["y"], precision="fp32")
     assert not report.passed and "does not produce this output" in (report.outputs[0].reason or "")
     assert report.samples == 2
+
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mlserve.optimize.specs import DTYPES
+
+
+@given(
+    name=st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,12}", fullmatch=True),
+    dims=st.lists(st.integers(min_value=1, max_value=4096), min_size=1, max_size=5),
+    dtype=st.sampled_from(DTYPES),
+    static=st.booleans(),
+)
+def test_input_spec_round_trips_through_describe(name: str, dims: list[int], dtype: str, static: bool) -> None:
+    spec = parse_input_spec(f"{name}:{'x'.join(map(str, dims))}:{dtype}", static_batch=static)
+    again = parse_input_spec(spec.describe(), static_batch=static)
+    assert again.describe() == spec.describe()
+    assert again.name == name and again.dtype == dtype and again.shape[1:] == dims[1:]
+    assert spec.concrete_shape(7) == ([dims[0]] if static else [7]) + dims[1:]

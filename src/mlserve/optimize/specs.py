@@ -49,11 +49,14 @@ class InputSpec(BaseModel):
                 else:
                     raise UsageError(
                         f"input '{self.name}' has a dimension of unknown size at axis {axis}",
-                        hint=f"give it with --input {self.name}:{'x'.join(str(d or 1) for d in self.shape)}:{self.dtype}",
+                        hint=f"give its size with --input {self.name}:{self._hint_dims()}:{self.dtype}",
                     )
             else:
                 dims.append(dim)
         return dims
+
+    def _hint_dims(self) -> str:
+        return "x".join("1" if i == 0 and d is None else "SIZE" if d is None else str(d) for i, d in enumerate(self.shape))
 
     def describe(self) -> str:
         dims = ["N" if (i == 0 and self.dynamic_batch) or d is None else str(d) for i, d in enumerate(self.shape)]
