@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,9 @@ def linear_torchscript(model_dir: Path, matmul_onnx: tuple[Path, np.ndarray]) ->
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(w.T.copy()))
     path = model_dir / "linear.pt"
-    torch.jit.save(torch.jit.trace(layer.eval(), torch.zeros(1, WIDTH)), str(path))
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream, but users still bring .pt files
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.trace(layer.eval(), torch.zeros(1, WIDTH)), str(path))
     return path
 
 

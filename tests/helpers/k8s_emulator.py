@@ -8,8 +8,9 @@ moves a Deployment's status. :class:`RealisticEmulator` adds exactly those, plus
   when ``spec`` changed; a patch whose ``metadata.resourceVersion`` or ``test`` op is stale answers
   409 / 422 like the real server;
 * ``dryRun=All`` computes and returns the result without storing it;
-* a Deployment "rolls out" after ``ready_after_reads`` reads of it since its last spec change
-  (``None``: never), which fills ``status`` the way the deployment controller does;
+* a Deployment "rolls out" after ``ready_after_reads`` reads of it and ``ready_delay`` seconds since
+  its last spec change (``None``: never; names in ``never_ready``: never), which fills ``status`` the
+  way the deployment controller does;
 * :meth:`fail` makes the next N matching requests answer 503 (an API server in trouble);
 * ``conflict_next`` makes the next N patches answer 409 (another writer won the race).
 
@@ -24,6 +25,7 @@ import copy
 import itertools
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,8 +98,10 @@ class RealisticEmulator(KubernetesEmulator):
         self.faults: list[Fault] = []
         self.conflict_next = 0
         self.ready_after_reads: int | None = 1
+        self.ready_delay = 0.0  # and at least this many seconds after the last spec change
         self.never_ready: set[str] = set()  # Deployment names that never become ready
         self._reads_since_change: dict[tuple[str, str], int] = {}
+        self._changed_at: dict[tuple[str, str], float] = {}
         self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every request
         self.seen: list[Seen] = []  # the same, with query parameters and body
 
@@ -136,6 +140,8 @@ class RealisticEmulator(KubernetesEmulator):
         reads = self._reads_since_change.get((key[1], key[2]), 0) + 1
         self._reads_since_change[(key[1], key[2])] = reads
         if reads < self.ready_after_reads:
+            return
+        if time.monotonic() - self._changed_at.get((key[1], key[2]), 0.0) < self.ready_delay:
             return
         replicas = int(obj.get("spec", {}).get("replicas", 1))
         status = {"observedGeneration": obj["metadata"].get("generation", 1), "replicas": replicas,
@@ -183,6 +189,7 @@ class RealisticEmulator(KubernetesEmulator):
                 if not dry_run:
                     self._store(key, obj)
                     self._reads_since_change.pop((key[1], name), None)
+                    self._changed_at[(key[1], name)] = time.monotonic()
                 return aiohttp.web.json_response(obj, status=201)
             elif request.action == enums.action.UPDATE and request.name:
                 key = self._key(request)
@@ -215,6 +222,7 @@ class RealisticEmulator(KubernetesEmulator):
                     self._store(key, new)
                     if old.get("spec") != new.get("spec"):
                         self._reads_since_change[(key[1], key[2])] = 0
+                        self._changed_at[(key[1], key[2])] = time.monotonic()
                 return aiohttp.web.json_response(new, status=200)
             elif request.action == enums.action.DELETE and request.name and dry_run:
                 old = self._stored(self._key(request))

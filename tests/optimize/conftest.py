@@ -64,6 +64,17 @@ MODELS_SOURCE = textwrap.dedent(
         return TinyEncoder().eval(), (torch.randn(1, 8, 16),)
 
 
+    class Branchy(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent branch: torch.export refuses it, tracing bakes in one side
+                return x * 2
+            return x - 1
+
+
+    def branchy():
+        return Branchy(), (torch.randn(1, 4),)
+
+
     def not_a_model():
         return 42
     '''

@@ -78,6 +78,19 @@ def test_broken_candidate_is_rejected_with_exit_6(cli: Any, model_dir: Path, bro
     assert json.loads(result.stdout)["error"]["code"] == "parity_failed"
 
 
+def test_an_export_that_changed_the_function_is_caught(cli: Any, model_dir: Path) -> None:
+    """The dynamo exporter refuses a data-dependent branch; the fallback traces one side only."""
+    result = cli("optimize", f"{FACTORY}:branchy", "--variant", "fp32", "--no-benchmark")
+    assert result.exit_code == 6
+    assert result.stderr.startswith("error: fp32 does not compute the same function as the source: output: ")
+    kept = cli("optimize", f"{FACTORY}:branchy", "--variant", "fp32", "--no-benchmark", "--allow-mismatch", "--json")
+    assert kept.exit_code == 0
+    doc = doc_of(kept)
+    assert doc["source"]["exporter"] == "torchscript"
+    assert any(w.startswith("the dynamo exporter failed, the TorchScript exporter was used instead (dynamo: ") for w in doc["warnings"])
+    assert doc["candidates"][0]["verdict"] == "mismatch-allowed"
+
+
 def mlp_onnx_source(model_dir: Path) -> Path:
     return model_dir / "mlp.onnx"
 
@@ -190,6 +203,12 @@ def test_register_result_and_optimize_a_registry_reference(cli: Any, mlp_onnx: P
     assert second.exit_code == 0, second.stderr
     src = doc_of(second)["source"]
     assert (src["registry_model"], src["registry_version"]) == ("mlp", registered["version"])
+    Registry(root=registry).promote("mlp", registered["version"], stage="production")
+    third = cli("optimize", "mlp@production", "--variant", "fp32", "--no-benchmark", "--registry", registry, "--json")
+    assert third.exit_code == 0, third.stderr
+    assert doc_of(third)["source"]["registry_version"] == registered["version"]
+    missing = cli("optimize", "mlp@staging", "--variant", "fp32", "--registry", registry)
+    assert missing.exit_code == 3 and missing.stderr.startswith("error: ")
 
 
 def test_every_option_has_help(cli: Any) -> None:
@@ -223,3 +242,34 @@ def _calibration(tmp_path: Path) -> Path:
     path = tmp_path / "calib.npy"
     np.save(path, np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32))
     return path
+
+
+def test_unreadable_model_files_exit_2(cli: Any, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"this is not a protobuf")
+    result = cli("optimize", corrupt, "--auto")
+    assert result.exit_code == 2 and result.stderr.startswith("error: cannot read corrupt.onnx as an ONNX model")
+    unknown = tmp_path / "weights.bin"
+    unknown.write_bytes(b"\0")
+    result = cli("optimize", unknown, "--auto")
+    assert result.exit_code == 2 and "cannot tell what kind of model weights.bin is" in result.stderr
+    not_torchscript = tmp_path / "model.pt"
+    not_torchscript.write_bytes(b"PK not really")
+    result = cli("optimize", not_torchscript, "--variant", "fp32", "--input", "x:1x4")
+    assert result.exit_code == 2 and "model.pt is not a TorchScript archive" in result.stderr
+
+
+def test_auto_json_lists_a_rejected_candidate(cli: Any, mlp_onnx: Path, broken_mlp_onnx: Path) -> None:
+    result = cli("optimize", mlp_onnx, "--auto", "--no-benchmark", "--candidate", broken_mlp_onnx, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    doc = doc_of(result)
+    by_name = {c["name"]: c for c in doc["candidates"]}
+    assert doc["chosen"] == "fp32"  # without measurements nothing proves a lossy variant is faster
+    broken = by_name["file:mlp-broken.onnx"]
+    assert broken["verdict"] == "failed-parity" and broken["parity"]["passed"] is False
+    assert broken["parity"]["outputs"][0]["max_abs_err"] > 0.05
+    assert doc["warnings"] == [
+        "int8-static was calibrated on generated random data: activation ranges may not match real inputs; "
+        "give real samples with --calibration-data FILE.npz"
+    ]

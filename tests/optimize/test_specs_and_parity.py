@@ -122,3 +122,14 @@ def test_input_spec_round_trips_through_describe(name: str, dims: list[int], dty
     assert again.describe() == spec.describe()
     assert again.name == name and again.dtype == dtype and again.shape[1:] == dims[1:]
     assert spec.concrete_shape(7) == ([dims[0]] if static else [7]) + dims[1:]
+
+
+def test_infinite_figures_become_null_in_json_documents() -> None:
+    import json
+
+    from mlserve.cli._output import document
+
+    figures = compare_output("y", np.zeros((2, 2)), np.ones((2, 2)), "fp32", [])
+    assert figures.max_rel_err == float("inf") and figures.cosine == 0.0
+    doc = json.loads(document("optimize", figures))  # strict JSON: no Infinity/NaN tokens
+    assert doc["result"]["max_rel_err"] is None and doc["result"]["max_abs_err"] == 1.0

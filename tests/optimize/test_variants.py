@@ -150,8 +150,8 @@ def test_onnx_source_with_external_weights_and_an_unknown_sequence_length(factor
 
     net, _ = factory.encoder()
     exported = tmp_path / "encoder-inline.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():  # the legacy exporter's deprecation and tracer warnings
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             net, (torch.randn(2, 8, 16),), str(exported), dynamo=False, input_names=["tokens"], output_names=["scores"],
             dynamic_axes={"tokens": {0: "batch", 1: "seq"}, "scores": {0: "batch"}}, opset_version=17,

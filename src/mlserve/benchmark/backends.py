@@ -287,7 +287,9 @@ def _torch_runner(backend: str, model: Any, inputs: dict[str, np.ndarray], threa
     if backend == "torch-compile":
         if shutil.which("cc") is None and shutil.which("gcc") is None:
             raise _unavailable(backend, "torch.compile needs a C compiler (cc/gcc) on this machine")
-        module = torch.compile(module)
+        with warnings.catch_warnings():  # importing dynamo warns about torch's own deprecated APIs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.compile(module)
     inference_mode = torch.inference_mode
 
     def call() -> object:
@@ -295,7 +297,9 @@ def _torch_runner(backend: str, model: Any, inputs: dict[str, np.ndarray], threa
             return module(*args)
 
     try:
-        call()  # the first call compiles (torch-compile) and checks the inputs fit
+        with warnings.catch_warnings():  # likewise while compiling
+            warnings.simplefilter("ignore", DeprecationWarning)
+            call()  # the first call compiles (torch-compile) and checks the inputs fit
     except Exception as exc:  # noqa: BLE001
         raise UsageError(f"the torch model cannot run on the generated inputs: {str(exc).splitlines()[0]} (set shapes with --input)") from exc
     return Runner(

@@ -55,7 +55,9 @@ def emit(kind: str, result: Any, as_json: bool, render: Callable[[Console, Any],
 
 
 def warn(message: str) -> None:
-    stderr_console().print(f"[yellow]warning:[/yellow] {message}", markup=True)
+    from rich.markup import escape
+
+    stderr_console().print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True)
 
 
 def info(message: str, as_json: bool = False) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlserve._deps import require
-from mlserve.errors import UsageError
+from mlserve.errors import MissingDependencyError, UsageError
 from mlserve.optimize._quiet import quiet
 from mlserve.optimize.specs import InputSpec
 from mlserve.progress import NULL_PROGRESS, Progress
@@ -27,10 +27,12 @@ def export_torch(
     *,
     progress: Progress = NULL_PROGRESS,
     program: Any = None,
+    notes: list[str] | None = None,
 ) -> str:
-    """Write ``net`` as ONNX with a dynamic batch where the specs allow it; return "dynamo" or "torchscript"."""
+    """Write ``net`` as ONNX with a dynamic batch where the specs allow it; return "dynamo" or "torchscript".
+
+    When the dynamo exporter was tried and failed, why is appended to ``notes``."""
     torch = require("torch", purpose="exporting PyTorch models")
-    require("onnxscript", purpose="the dynamo ONNX exporter")
     from mlserve.optimize.feeds import make_feeds
 
     # an example batch of 1 would be specialised by torch.export (a size-1 dimension cannot be dynamic)
@@ -39,7 +41,15 @@ def export_torch(
     args = tuple(torch.from_numpy(feeds[s.name]) for s in specs)
     names = [s.name for s in specs]
     errors: list[str] = []
-    if not isinstance(net, torch.jit.ScriptModule):
+    try:
+        require("onnxscript", purpose="the dynamo ONNX exporter")
+        dynamo_ok = not isinstance(net, torch.jit.ScriptModule)
+        if not dynamo_ok:
+            errors.append("dynamo: skipped (TorchScript modules cannot be traced by torch.export)")
+    except MissingDependencyError as exc:
+        dynamo_ok = False
+        errors.append(f"dynamo: skipped ({exc})")
+    if dynamo_ok:
         with progress.task("exporting to ONNX (dynamo exporter)"), quiet() as log:
             try:
                 batch = torch.export.Dim("batch", min=1)
@@ -60,8 +70,6 @@ def export_torch(
                 return "dynamo"
             except Exception as exc:  # noqa: BLE001 - any failure means: try the other exporter
                 errors.append(f"dynamo: {type(exc).__name__}: {_first_line(exc)} {log.tail(120)}".strip())
-    else:
-        errors.append("dynamo: skipped (TorchScript modules cannot be traced by torch.export)")
     with progress.task("exporting to ONNX (TorchScript exporter)"), quiet() as log:
         try:
             axes = {name: {0: "batch"} for name, s in zip(names, specs) if s.dynamic_batch}
@@ -79,6 +87,8 @@ def export_torch(
                 do_constant_folding=True,
             )
             check_and_infer(target)
+            if dynamo_ok and notes is not None:
+                notes.append(f"the dynamo exporter failed, the TorchScript exporter was used instead ({errors[0][:300]})")
             return "torchscript"
         except Exception as exc:  # noqa: BLE001
             errors.append(f"torchscript: {type(exc).__name__}: {_first_line(exc)}")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+import math
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
 
 from mlserve.optimize.specs import InputSpec
+
+Figure = Annotated[float, PlainSerializer(lambda v: v if math.isfinite(v) else None, return_type=Optional[float], when_used="json")]
+"""A float that is written as null in JSON when it is infinite or NaN (e.g. a relative error against 0)."""
 
 Verdict = Literal["chosen", "passed", "slower", "failed-parity", "skipped", "error", "mismatch-allowed"]
 
@@ -15,10 +19,10 @@ class OutputParity(BaseModel):
     """How one output of a candidate compares with the source model's."""
 
     name: str
-    max_abs_err: float
-    max_rel_err: float
-    mean_abs_err: float
-    cosine: float
+    max_abs_err: Figure
+    max_rel_err: Figure
+    mean_abs_err: Figure
+    cosine: Figure
     mismatched: int = Field(description="elements outside both atol and rtol")
     elements: int
     nan: int = Field(description="NaN elements in the candidate's output that the source does not have")

@@ -73,9 +73,9 @@ def _validate(options: OptimizeOptions) -> None:
 
 
 def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress: Progress) -> OptimizeResult:
-    warnings = list(source.warnings)
     export_path = workdir / "export.onnx"
     exporter = source.write_onnx(export_path, progress)
+    warnings = list(source.warnings)
     info = SourceInfo(
         kind=source.kind, location=source.location, path=str(source.path) if source.path else None, sha256=source.sha256,
         registry_model=source.registry_model, registry_version=source.registry_version, exporter=exporter,
@@ -190,7 +190,7 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
                 c.speedup_vs_fp32 = baseline.latency.p50_ms / c.latency.p50_ms  # type: ignore[union-attr]
 
     chosen = _choose(candidates, options) if options.auto else _single(candidates)
-    if chosen is not None:
+    if chosen is not None and chosen.verdict != "mismatch-allowed":  # that verdict must stay visible
         chosen.verdict = "chosen"
 
     result = OptimizeResult(
@@ -249,8 +249,11 @@ def _session(path: Path, threads: int) -> Any:
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    providers = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():  # onnxruntime-gpu: fp16 candidates run where they pay off
+        providers.insert(0, "CUDAExecutionProvider")
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as exc:  # noqa: BLE001
         raise UsageError(f"ONNX Runtime cannot load {path.name}: {str(exc).splitlines()[0][:300]}") from None
 

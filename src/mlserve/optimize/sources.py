@@ -435,6 +435,7 @@ def _torch_source(kind: str, location: str, net: Any, specs: list[InputSpec], ex
     def write_onnx(target: Path, progress: Progress) -> str:
         from mlserve.optimize.export import export_torch
 
-        return export_torch(net, specs, outputs, target, progress=progress, program=program)
+        return export_torch(net, specs, outputs, target, progress=progress, program=program, notes=notes)
 
-    return LoadedSource(kind, location, specs, outputs, reference, timed, write_onnx)
+    notes: list[str] = []
+    return LoadedSource(kind, location, specs, outputs, reference, timed, write_onnx, warnings=notes)

@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 from mlserve import exitcodes
 from mlserve.errors import ConflictError, InfrastructureError, MlserveError, NotFoundError, UsageError
 from mlserve.progress import NULL_PROGRESS, Progress
-from mlserve.rollout.jsonpatch import apply_patch
+from mlserve.rollout.jsonpatch import apply_patch, make_pointer, parse_pointer
 from mlserve.rollout.ops import Op, changes_only, get_at, is_absent, pointer, restore_ops, set_ops, version_guard
 from mlserve.rollout.registry_link import NoRegistry
 from mlserve.rollout.routers import GatewayRouter, IstioRouter, NginxRouter, Router, SelectorRouter
@@ -138,6 +138,7 @@ class RolloutConfig:
     canary_replicas: int = 1
     version: VersionSpec = field(default_factory=VersionSpec)
     ready_timeout: float = 300.0
+    route_check_timeout: float = 30.0  # how long the router's controller may take to report on a change
     poll: float = 1.0
     lease_seconds: float = 60.0
     on_interrupt: Literal["abort", "pause"] = "abort"
@@ -277,8 +278,13 @@ class RolloutEngine:
         return obj
 
     def _patch(self, ctx: "_Ctx", kind: str, name: str, compute: Callable[[dict[str, Any]], list[Op]], why: str) -> dict[str, Any] | None:
-        """Read, compute guarded ops, patch; on a conflict read again and recompute."""
-        for _ in range(CONFLICT_RETRIES):
+        """Read, compute guarded ops, patch; on a conflict read again and recompute.
+
+        A 5xx answer is retried twice too: the patch is guarded by the resourceVersion it was computed
+        from, so if the first attempt did land, the retry is refused and recomputed into a no-op.
+        """
+        server_errors = 0
+        for _ in range(CONFLICT_RETRIES + 2):
             obj = self.store.get(kind, name, ctx.namespace)
             if obj is None and ctx.dry_run:
                 return None  # created by an earlier (dry-run) step: nothing to validate against
@@ -290,6 +296,12 @@ class RolloutEngine:
             try:
                 result = self.store.patch(kind, name, ctx.namespace, version_guard(obj) + ops, dry_run=ctx.dry_run)
             except ConflictError:
+                continue
+            except InfrastructureError:
+                server_errors += 1
+                if server_errors > 2:
+                    raise
+                self.clock.sleep(0.2 * server_errors)
                 continue
             ctx.changed(PlannedChange(stage=why, action="patch", kind=kind, name=name, ops=ops))
             return result
@@ -331,9 +343,9 @@ class RolloutEngine:
             if mutate:
                 mutate(ctx.state)
             return
+        if mutate:
+            mutate(ctx.state)  # once: on a conflict only the other side's command is merged in
         for _ in range(CONFLICT_RETRIES):
-            if mutate:
-                mutate(ctx.state)
             try:
                 ctx.lease = ctx.states.write(ctx.state, ctx.lease, holder=ctx.owner)
                 return
@@ -349,7 +361,8 @@ class RolloutEngine:
                 if stored.holder and stored.holder != ctx.owner:
                     ctx.taken_over = True
                     raise _Stop("aborted", f"the rollout was taken over by {stored.holder}") from None
-                ctx.state.command = remote.command
+                if remote.command_id not in ctx.consumed:
+                    ctx.state.command, ctx.state.command_id = remote.command, remote.command_id
                 ctx.lease = stored.lease
         raise ConflictError(f"could not save the state of the rollout of {ctx.state.model}: too many conflicts")
 
@@ -365,8 +378,9 @@ class RolloutEngine:
                 command = ctx.state.command
                 if command in ("promote", "promote-full"):
                     ctx.skip_all = ctx.skip_all or command == "promote-full"
+                    ctx.consumed.add(ctx.state.command_id)
                     ctx.state.event(f"pause skipped by `promote{' --full' if command == 'promote-full' else ''}`", self.clock.now())
-                    self._checkpoint(ctx, lambda s: setattr(s, "command", None))
+                    self._checkpoint(ctx, lambda s: (setattr(s, "command", None), setattr(s, "command_id", None)))
                 if skippable and (command in ("promote", "promote-full") or ctx.skip_all):
                     return "skipped"
                 next_poll = now + ctx.cfg.poll
@@ -411,9 +425,18 @@ class RolloutEngine:
             if obj is None:
                 snapshot.append(ObjectSnapshot(kind=kind, name=name, role=role, created=True))
                 return
-            fields = []
+            fields: list[FieldSnapshot] = []
             for path in paths:
                 value = get_at(obj, path)
+                if is_absent(value):
+                    # Record the outermost missing map, so a revert removes what the rollout added
+                    # (e.g. a whole `annotations:`), not just the leaf, leaving no empty maps behind.
+                    tokens = parse_pointer(path)
+                    while len(tokens) > 1 and is_absent(get_at(obj, make_pointer(tokens[:-1]))):
+                        tokens = tokens[:-1]
+                    path = make_pointer(tokens)
+                if any(f.path == path for f in fields):
+                    continue
                 fields.append(FieldSnapshot(path=path, present=not is_absent(value), value=None if is_absent(value) else copy.deepcopy(value)))
             snapshot.append(ObjectSnapshot(kind=kind, name=name, role=role, fields=fields))
 
@@ -478,7 +501,7 @@ class RolloutEngine:
                 ctx.changed(PlannedChange(stage="lock", action="create", kind="Lease", name=lease_name(state.model)))
             return False
         prior = stored.state
-        if prior.phase in ACTIVE_PHASES or prior.phase == "failed":
+        if prior.phase in ACTIVE_PHASES or (prior.phase == "failed" and not prior.reverted):
             alive = not stored.stale and prior.phase != "paused" and prior.phase != "failed"
             if cfg.resume and not alive:
                 if (prior.version, prior.strategy) != (state.version, state.strategy):
@@ -539,6 +562,9 @@ class RolloutEngine:
         except MlserveError as exc:
             outcome, message = "failed", str(exc)
             self._finish_failed(ctx, outcome, message)
+        except (Exception, KeyboardInterrupt) as exc:  # a bug (or Ctrl-C without catch_signals): still revert
+            self._finish_failed(ctx, "failed", f"unexpected {type(exc).__name__}: {exc}")
+            raise
         return self._result(ctx, outcome, message)
 
     def _canary(self, ctx: "_Ctx", resumed: bool) -> None:
@@ -583,6 +609,16 @@ class RolloutEngine:
         obj = self._patch(ctx, router.kind, router.name, lambda r: router.weight_ops(r, weight), why)
         if not self.live or ctx.dry_run or obj is None:
             return
+        # Give the router's controller time to report on this generation before reading its verdict.
+        generation = (obj.get("metadata") or {}).get("generation")
+        limit = time.monotonic() + ctx.cfg.route_check_timeout
+        while generation is not None and _lagging(obj, generation):
+            if time.monotonic() > limit:
+                ctx.warnings.append(f"{router.kind} {router.name}: the controller has not reported on generation "
+                                    f"{generation} after {ctx.cfg.route_check_timeout:g}s; its conditions may be stale")
+                break
+            self._sleep(ctx, min(ctx.cfg.poll, 0.25))
+            obj = self.store.get(router.kind, router.name, ctx.namespace) or obj
         errors, warnings = router.problems(obj)
         for w in warnings:
             if w not in ctx.warnings:
@@ -884,7 +920,8 @@ class RolloutEngine:
             changes.append(PlannedChange(stage=stage, action="create", kind=obj["kind"], name=obj["metadata"]["name"], object=obj))
 
         existing = ctx.states.load(state.model)
-        if existing is not None and (existing.state.phase in ACTIVE_PHASES or existing.state.phase == "failed"):
+        if existing is not None and (existing.state.phase in ACTIVE_PHASES
+                                     or (existing.state.phase == "failed" and not existing.state.reverted)):
             ctx.warnings.append(f"a rollout of {state.model} is {existing.state.phase} (owner {existing.holder}); "
                                 "running this plan would be refused")
         changes.append(PlannedChange(stage="lock", action="create" if existing is None else "patch", kind="Lease",
@@ -1019,6 +1056,7 @@ class RolloutEngine:
                 raise ConflictError(f"the rollout of {name} has no live owner to act on promote",
                                     hint="continue it with --resume, or abort it")
             state.command = "promote-full" if full else "promote"
+            state.command_id = f"{default_owner()}@{self.clock.now().isoformat()}"
             state.event(f"promote{' --full' if full else ''} requested by {default_owner()}", self.clock.now())
             try:
                 states.write(state, stored.lease, holder=stored.holder)
@@ -1070,6 +1108,16 @@ class RolloutEngine:
                     ctx.warnings.append(f"registry rollback failed: {exc}")
         return AbortResult(model=name, version=state.version, namespace=namespace, phase_before=was, phase="undone",
                            changes=changes, already_reverted=False, warnings=ctx.warnings)
+
+
+def _lagging(obj: dict[str, Any], generation: int) -> bool:
+    """Whether a condition in ``status.parents`` was observed for an older generation than ``generation``."""
+    for parent in (obj.get("status") or {}).get("parents") or []:
+        for cond in parent.get("conditions") or []:
+            observed = cond.get("observedGeneration")
+            if observed is not None and int(observed) < int(generation):
+                return True
+    return False
 
 
 def _router_for_revert(state: RolloutState) -> Router | None:
@@ -1183,6 +1231,7 @@ class _Ctx:
     progress: Progress = NULL_PROGRESS
     driving: bool = False  # the process running the rollout: heartbeats, deadline and signals apply
     remote_phase: str | None = None
+    consumed: set[str | None] = field(default_factory=lambda: {None})  # command ids already acted on
 
     def changed(self, change: PlannedChange) -> None:
         self.changes.append(change)

@@ -277,6 +277,13 @@ def _remove(doc: Any, tokens: list[str]) -> tuple[Any, Any]:
         raise _Missing("the whole document cannot be removed")
     parent = _get(doc, tokens[:-1])
     last = tokens[-1]
+    if _is_roundtrip(parent):
+        key: Any = last
+        if isinstance(parent, list):
+            key = _index(parent, last, allow_end=False)
+        elif last not in parent:
+            raise _Missing(f"no member {last!r}")
+        _move_comments_before_removal(parent, key, at_root=len(tokens) == 1)
     if isinstance(parent, Mapping):
         if last not in parent:
             raise _Missing(f"no member {last!r}")
@@ -303,3 +310,91 @@ def _replace_root(doc: Any, value: Any) -> Any:
         doc[:] = value
         return doc
     return to_roundtrip(value) if _is_roundtrip(doc) else value
+
+
+# --- comments around a removed item (round-trip documents) -------------------------------------------
+#
+# ruamel.yaml keeps a full-line comment in the token of the item *above* it: in
+#
+#     - name: stable   # eol
+#     # the canary       <- stored with the "stable" item
+#     - name: canary
+#
+# so deleting "stable" would drop "# the canary" and leave the comment written above "stable"
+# (stored with the item before it) on top of "canary". Before a removal, the lines stored with the
+# removed item are handed to the item above it, and the comment block written above the removed item
+# is dropped with it.
+
+
+def _last_slot(container: Any, key: Any) -> tuple[Any, Any, int]:
+    """Where the comment that follows item ``key`` is kept: on the deepest last element inside it."""
+    value = container[key]
+    while isinstance(value, (Mapping, list)) and len(value) and _is_roundtrip(value):
+        container = value
+        key = next(reversed(value)) if isinstance(value, Mapping) else len(value) - 1
+        value = container[key]
+    return container, key, 2 if isinstance(container, Mapping) else 0
+
+
+def _token(container: Any, key: Any, slot: int) -> Any:
+    entry = container.ca.items.get(key)
+    return entry[slot] if entry and len(entry) > slot else None
+
+
+def _comment_lines(value: str) -> tuple[str, list[str]]:
+    """A token's text as (its end-of-line part up to and including the newline, the full lines after)."""
+    first, newline, rest = value.partition("\n")
+    return first + newline, rest.splitlines(keepends=True)
+
+
+def _without_block_above(lines: list[str], column: int | None) -> list[str]:
+    """Drop the trailing run of blank and comment lines indented no deeper than ``column``."""
+    if column is None:
+        return lines
+    end = len(lines)
+    while end and (not lines[end - 1].strip() or len(lines[end - 1]) - len(lines[end - 1].lstrip()) <= column):
+        end -= 1
+    return lines[:end]
+
+
+def _move_comments_before_removal(parent: Any, key: Any, *, at_root: bool) -> None:
+    from mlserve._deps import require
+
+    ruamel = require("ruamel.yaml", purpose="editing YAML manifests")
+    keys = list(parent) if isinstance(parent, Mapping) else list(range(len(parent)))
+    pos = keys.index(key)
+    owner, okey, slot = _last_slot(parent, key)
+    token = _token(owner, okey, slot)
+    following = _comment_lines(token.value)[1] if token is not None else []
+    try:
+        column = parent.lc.key(key)[1] if isinstance(parent, Mapping) else parent.lc.item(key)[1]
+    except (AttributeError, KeyError, TypeError, IndexError):
+        column = None
+    if column is not None:  # comments indented deeper than the item close its own nested block
+        while following and following[0].strip() and len(following[0]) - len(following[0].lstrip()) > column:
+            following = following[1:]
+    if pos > 0:
+        powner, pkey, pslot = _last_slot(parent, keys[pos - 1])
+        ptoken = _token(powner, pkey, pslot)
+        if ptoken is not None:
+            head, rest = _comment_lines(ptoken.value)
+            if following and not head.endswith("\n"):
+                head += "\n"
+            ptoken.value = head + "".join(_without_block_above(rest, column) + following)
+        elif following:
+            entry = powner.ca.items.setdefault(pkey, [None, None, None, None])
+            entry[pslot] = ruamel.tokens.CommentToken("\n" + "".join(following), ruamel.error.CommentMark(0), None)
+        return
+    # the first item: the comment block above it is the container's leading comment
+    lead = parent.ca.comment[1] if parent.ca.comment and len(parent.ca.comment) > 1 else None
+    if lead:
+        if at_root:  # a document's opening comment describes the whole file: keep it
+            lead[-1].value = lead[-1].value + "".join(following)
+        else:  # one token per line, each at its own column, as ruamel's parser makes them
+            lead[:] = [
+                ruamel.tokens.CommentToken(line.lstrip(" "), ruamel.error.CommentMark(len(line) - len(line.lstrip(" "))), None)
+                for line in following
+            ]
+    elif following and not at_root:
+        parent.yaml_set_start_comment("".join(line.strip() + "\n" for line in following).rstrip("\n"),
+                                      indent=column or 0)

@@ -92,7 +92,15 @@ class GatewayRouter(Router):
         return found
 
     def snapshot_paths(self, obj: dict[str, Any]) -> list[str]:
-        return [pointer("spec", "rules", i, "backendRefs") for i, _, _ in self._rules(obj)]
+        # The two weights, or the slot a new canary backendRef will be appended at (absent now):
+        # a revert then touches only those, and a GitOps file keeps its comments.
+        paths = []
+        for i, s, c in self._rules(obj):
+            refs = obj["spec"]["rules"][i]["backendRefs"]
+            paths.append(pointer("spec", "rules", i, "backendRefs", s, "weight"))
+            paths.append(pointer("spec", "rules", i, "backendRefs", c, "weight") if c is not None
+                         else pointer("spec", "rules", i, "backendRefs", len(refs)))
+        return paths
 
     def weight_ops(self, obj: dict[str, Any], weight: int) -> list[Op]:
         ops: list[Op] = []
@@ -228,7 +236,13 @@ class IstioRouter(Router):
         return found
 
     def snapshot_paths(self, obj: dict[str, Any]) -> list[str]:
-        return [pointer("spec", "http", i, "route") for i, _, _ in self._routes(obj)]
+        paths = []
+        for i, s, c in self._routes(obj):
+            routes = obj["spec"]["http"][i]["route"]
+            paths.append(pointer("spec", "http", i, "route", s, "weight"))
+            paths.append(pointer("spec", "http", i, "route", c, "weight") if c is not None
+                         else pointer("spec", "http", i, "route", len(routes)))
+        return paths
 
     def weight_ops(self, obj: dict[str, Any], weight: int) -> list[Op]:
         ops: list[Op] = []

@@ -107,6 +107,7 @@ class RolloutState(BaseModel):
     deadline: datetime
     lease_seconds: float
     command: Literal["promote", "promote-full", "abort"] | None = None
+    command_id: str | None = None  # who sent it and when: a command is acted on once
     stable: str  # stable Deployment (blue-green: the live colour)
     canary: str  # canary Deployment (blue-green: the idle colour, which gets the new version)
     traffic_object: str  # kind/name of the object holding the traffic split

@@ -58,13 +58,22 @@ def repository_of(image: str) -> str:
     return image
 
 
+def _env_index(container: dict[str, Any], name: str) -> int | None:
+    return next((k for k, e in enumerate(container.get("env") or []) if e.get("name") == name), None)
+
+
 def version_paths(deployment: dict[str, Any], spec: VersionSpec) -> list[str]:
+    """The fields :func:`version_ops` may change, for the revert snapshot."""
     i = container_index(deployment, spec.container)
+    container = deployment["spec"]["template"]["spec"]["containers"][i]
+    base = ("spec", "template", "spec", "containers", i)
     paths = []
     if spec.image_template:
-        paths.append(pointer("spec", "template", "spec", "containers", i, "image"))
+        paths.append(pointer(*base, "image"))
     if spec.env_name:
-        paths.append(pointer("spec", "template", "spec", "containers", i, "env"))
+        k = _env_index(container, spec.env_name)
+        # Only the variable's value when it exists, so restoring it leaves the rest of the list as it was.
+        paths.append(pointer(*base, "env", k, "value") if k is not None else pointer(*base, "env"))
     paths.append(pointer("spec", "template", "metadata", "annotations", VERSION_ANNOTATION))
     return paths
 
@@ -86,10 +95,14 @@ def version_ops(deployment: dict[str, Any], spec: VersionSpec, model: str, versi
         ops += set_ops(deployment, pointer("spec", "template", "spec", "containers", i, "image"),
                        desired_image(container.get("image", ""), spec, model, version))
     if spec.env_name:
-        env = [dict(e) for e in container.get("env") or [] if e.get("name") != spec.env_name]
-        position = next((k for k, e in enumerate(container.get("env") or []) if e.get("name") == spec.env_name), len(env))
-        env.insert(position, {"name": spec.env_name, "value": str(version)})
-        ops += set_ops(deployment, pointer("spec", "template", "spec", "containers", i, "env"), env)
+        base = ("spec", "template", "spec", "containers", i, "env")
+        k = _env_index(container, spec.env_name)
+        if k is not None:
+            ops += set_ops(deployment, pointer(*base, k, "value"), str(version))
+        elif container.get("env"):
+            ops.append({"op": "add", "path": pointer(*base, "-"), "value": {"name": spec.env_name, "value": str(version)}})
+        else:
+            ops += set_ops(deployment, pointer(*base), [{"name": spec.env_name, "value": str(version)}])
     # An annotation on the pod template too: the version is visible in `kubectl describe` either way.
     ops += set_ops(deployment, pointer("spec", "template", "metadata", "annotations", VERSION_ANNOTATION), str(version))
     return ops

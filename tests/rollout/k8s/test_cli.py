@@ -62,3 +62,22 @@ def test_unreachable_api_is_infrastructure(registry, cli):
     result = cli("rollout", "status", "iris", "-n", NS, "--server", "http://127.0.0.1:9")
     assert result.exit_code == exitcodes.INFRASTRUCTURE
     assert "unreachable" in result.stderr
+
+
+def test_unreachable_prometheus_reverts_and_exits_infrastructure(seeded, registry, cli, tmp_path):
+    analysis = tmp_path / "analysis.json"
+    analysis.write_text(json.dumps({"defaults": {"min_points": 2, "step": "1s", "window": "2s"}}))
+    result = cli("rollout", "canary", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--steps", "10,100",
+                 "--pause", "1s", "--poll", "0.1s", "--analysis", str(analysis), "--prometheus-url", "http://127.0.0.1:9",
+                 "--registry", str(registry.root), "--json")
+    assert result.exit_code == exitcodes.INFRASTRUCTURE, result.stdout
+    doc = json.loads(result.stdout)["result"]
+    assert doc["outcome"] == "failed" and doc["reverted"] is True
+    assert "127.0.0.1:9" in doc["message"]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    # Reverted, so the lock is free again: the next rollout may start.
+    status = json.loads(cli("rollout", "status", "iris", "-n", NS, "--server", seeded.url, "--json").stdout)["result"]
+    assert status["phase"] == "failed" and status["reverted"] is True
+    again = cli("rollout", "canary", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--steps", "100",
+                "--pause", "0s", "--no-analysis", "--registry", str(registry.root))
+    assert again.exit_code == 0, again.stderr

@@ -86,3 +86,27 @@ def test_canary_in_manifest_mode_edits_files_and_keeps_comments(tmp_path: Path, 
     assert "replicas: 0" in (repo / "deployment-iris-canary.yaml").read_text()
     assert (repo / "lease-mlserve-rollout-iris.yaml").is_file()
     assert registry.resolve("iris@production").version == "2"
+
+
+def test_plan_and_undo_in_manifest_mode(tmp_path: Path, registry, cli):
+    repo = tmp_path / "gitops"
+    repo.mkdir()
+    (repo / "iris.yaml").write_text(DEPLOYMENT)
+    (repo / "route.yaml").write_text(ROUTE)
+    plan = cli("rollout", "plan", "iris", "--to", "2", "-n", "ml", "--manifests", str(repo), "--registry",
+               str(registry.root), "--json")
+    assert plan.exit_code == 0, plan.stderr
+    assert (repo / "iris.yaml").read_text() == DEPLOYMENT  # plan writes nothing
+    assert sorted(p.name for p in repo.iterdir()) == ["iris.yaml", "route.yaml"]
+
+    done = cli("rollout", "canary", "iris", "--to", "2", "-n", "ml", "--manifests", str(repo), "--steps", "100",
+               "--pause", "0s", "--registry", str(registry.root))
+    assert done.exit_code == 0, done.stderr
+    undone = cli("rollout", "undo", "iris", "-n", "ml", "--manifests", str(repo), "--registry", str(registry.root))
+    assert undone.exit_code == 0, undone.stderr
+    # Undo restores the files byte for byte (comments, quoting, order) and removes what the rollout created.
+    assert (repo / "iris.yaml").read_text() == DEPLOYMENT
+    assert (repo / "route.yaml").read_text() == ROUTE
+    assert not (repo / "deployment-iris-canary.yaml").exists()
+    assert not (repo / "service-iris-canary.yaml").exists()
+    assert registry.resolve("iris@production").version == "1"

@@ -178,3 +178,21 @@ def test_rbac_prints_a_minimal_role(cli):
     doc = json.loads(cli("rollout", "rbac", "-n", "ml", "--json").stdout)["result"]
     assert {r["resources"][0] for r in doc["rules"]} == {
         "deployments", "services", "leases", "httproutes", "ingresses", "virtualservices"}
+
+
+def test_stale_route_conditions_are_waited_for_then_reported(seeded, store, registry):
+    """Conditions observed for an older generation are not trusted: the engine waits, then warns."""
+    route = copy.deepcopy(HTTP_ROUTE)
+    for cond in route["status"]["parents"][0]["conditions"]:
+        cond["observedGeneration"] = 1
+    seeded.put(route)
+    result = engine(store, registry, ScriptedJudge()).run(config(steps=[100], route_check_timeout=0.2))
+    assert result.outcome == "promoted", result.message
+    assert any("has not reported on generation" in w for w in result.warnings)
+
+
+def test_transient_server_errors_on_a_patch_are_retried(seeded, store, registry):
+    seeded.emulator.fail("/httproutes/", method="PATCH", times=2)
+    result = engine(store, registry, ScriptedJudge()).run(config(steps=[100]))
+    assert result.outcome == "promoted", result.message
+    assert [s for m, p, s in seeded.writes() if "/httproutes/" in p][:3] == [503, 503, 200]

@@ -120,9 +120,14 @@ def test_canary_that_never_gets_ready_gets_no_traffic(seeded, store, registry):
 
 def test_slow_readiness_is_waited_for(seeded, store, registry):
     seeded.emulator.ready_after_reads = 4
+    seeded.emulator.ready_delay = 0.3
     result = engine(store, registry, ScriptedJudge()).run(config())
     assert result.outcome == "promoted", result.message
     assert any("canary iris-canary is ready" in e["message"] for e in result.events)
+    seen = seeded.emulator.seen
+    first_traffic = next(i for i, r in enumerate(seen) if r.method == "PATCH" and "/httproutes/" in r.path)
+    canary_reads = [i for i, r in enumerate(seen) if r.method == "GET" and r.path.endswith("/deployments/iris-canary")]
+    assert len([i for i in canary_reads if i < first_traffic]) >= 4  # no traffic before the canary was ready
 
 
 def test_deadline_is_honoured(seeded, store, registry):
@@ -176,3 +181,22 @@ def test_status_wait_gives_the_outcome_exit_code(seeded, store, registry, cli):
     assert "rolled-back" in result.stdout
     plain = cli("rollout", "status", "iris", "-n", NS, "--server", seeded.url)
     assert plain.exit_code == 0
+
+
+def test_promote_skips_one_pause_at_a_time_and_status_wait_follows(seeded, store, registry, cli):
+    thread, box = _run_in_thread(store, registry, config(steps=[10, 100], pause=30))
+    wait_for(lambda: weights(seeded.get("HTTPRoute", "iris", NS)).get("iris-canary") == 10)
+    first = cli("rollout", "promote", "iris", "-n", NS, "--server", seeded.url, "--json")
+    assert first.exit_code == 0, first.stderr
+    assert json.loads(first.stdout)["result"]["command"] == "promote"
+    wait_for(lambda: weights(seeded.get("HTTPRoute", "iris", NS)).get("iris-canary") == 100)
+    assert thread.is_alive()  # the second pause was not skipped
+    assert cli("rollout", "promote", "iris", "-n", NS, "--server", seeded.url).exit_code == 0
+    waited = cli("rollout", "status", "iris", "-n", NS, "--server", seeded.url, "--wait", "--timeout", "20s")
+    assert waited.exit_code == 0, waited.stdout
+    assert "succeeded" in waited.stdout
+    thread.join(20)
+    assert box["result"].outcome == "promoted"
+    assert sum("pause skipped by `promote`" in e["message"] for e in box["result"].events) == 2
+    # Nothing is running any more: promote has nothing to act on.
+    assert cli("rollout", "promote", "iris", "-n", NS, "--server", seeded.url).exit_code == exitcodes.NOT_FOUND

@@ -269,7 +269,8 @@ def test_round_trip_failed_test_leaves_the_text_identical() -> None:
 # --- properties -----------------------------------------------------------------------------------
 
 # ruamel writes a key that starts with ':' unquoted and then cannot read it back: not ours to test
-KEYS = st.text(alphabet="ab~/0-: #'\"", max_size=3).filter(lambda k: not k.startswith(":"))
+# and the reference treats a member named '-' as the end of an array: leave both out
+KEYS = st.text(alphabet="ab~/0-: #'\"", max_size=3).filter(lambda k: not k.startswith(":") and k != "-")
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -329,6 +330,8 @@ def _draw_ops(data, doc):
             elif kind == "test":  # usually true, sometimes a guess that fails
                 current = reference.JsonPointer(path).resolve(state)
                 op["value"] = data.draw(st.one_of(st.just(copy.deepcopy(current)), VALUES))
+                if op["value"] == current and not same(op["value"], current):
+                    op["value"] = copy.deepcopy(current)  # the reference says 0 == False; RFC 6902 does not
         else:
             source = data.draw(st.sampled_from(existing))  # the reference cannot copy the root
             op = {"op": kind, "from": make_pointer(list(source))}
@@ -336,7 +339,7 @@ def _draw_ops(data, doc):
         ops.append(copy.deepcopy(op))  # the reference puts op values into its result without copying
         try:
             state = reference.apply_patch(state, [op])
-        except reference.JsonPatchException:
+        except (reference.JsonPatchException, reference.JsonPointerException):
             break  # the patch fails here: nothing after it matters
     return ops
 
@@ -355,9 +358,7 @@ def test_plain_and_round_trip_documents_get_the_same_result_as_the_reference(doc
     expected, failure = _reference_result(doc, ops)
 
     plain = copy.deepcopy(doc)
-    buf = io.StringIO()
-    YAML(typ="safe", pure=True).dump(doc, buf)
-    rt = load_rt(buf.getvalue())
+    rt = load_rt(dump_rt(doc))  # a real parsed document: CommentedMap/CommentedSeq all the way down
     assert same(to_plain(rt), doc)  # the YAML detour itself is faithful
     rt_text = dump_rt(rt)
 
@@ -375,3 +376,48 @@ def test_plain_and_round_trip_documents_get_the_same_result_as_the_reference(doc
     assert same(plain_out, expected)
     assert same(to_plain(rt_out), expected)
     assert same(to_plain(load_rt(dump_rt(rt_out))), expected)  # what would be written reads back the same
+
+
+COMMENTED = """\
+# top
+annotations:
+  # about a
+  a: "1"  # eol a
+  # about b
+  b: "2"
+  # about c
+  c:
+    x: 1  # eol x
+    # after x
+  # about d
+  d: 4
+list:
+  # about 0
+  - x  # eol 0
+  # about 1
+  - y
+  # about 2
+  - z
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "gone"),
+    [
+        ("/annotations/a", ["  # about a\n", '  a: "1"  # eol a\n']),
+        ("/annotations/b", ["  # about b\n", '  b: "2"\n']),
+        ("/annotations/c", ["  # about c\n", "  c:\n", "    x: 1  # eol x\n", "    # after x\n"]),
+        ("/annotations/d", ["  # about d\n", "  d: 4\n"]),
+        ("/list/0", ["  # about 0\n", "  - x  # eol 0\n"]),
+        ("/list/1", ["  # about 1\n", "  - y\n"]),
+        ("/list/2", ["  # about 2\n", "  - z\n"]),
+    ],
+)
+def test_removing_an_item_takes_its_own_comments_and_leaves_the_others(path: str, gone: list[str]) -> None:
+    doc = load_rt(COMMENTED)
+    apply_patch(doc, [{"op": "remove", "path": path}])
+    expected = COMMENTED
+    for line in gone:
+        assert line in expected
+        expected = expected.replace(line, "", 1)
+    assert dump_rt(doc) == expected
