@@ -91,6 +91,112 @@ def save_example(weights: dict[str, Any], path: Path) -> Path:
     return out
 
 
+def _optimize_step(reg: Registry, step: Callable[[str, str, str], None], progress: Progress) -> str | None:
+    """Optimize the production model with --auto and register the result (needs the onnx extra)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        step("optimize", "mlserve optimize churn@production --auto --register churn",
+             "skipped: install mlserve[onnx] to optimize")
+        return None
+    from mlserve.optimize import OptimizeOptions, optimize
+    from mlserve.optimize.timing import TimingSettings
+
+    options = OptimizeOptions(auto=True, register_as="churn", registry_root=reg.root,
+                              timing=TimingSettings(warmup_s=0.05, min_iterations=50, min_seconds=0.3))
+    result = optimize("churn@production", options, progress=progress)
+    chosen = next(c for c in result.candidates if c.name == result.chosen)
+    registered = result.registered.version if result.registered else "-"
+    step("optimize", "mlserve optimize churn@production --auto --register churn",
+         f"{len(result.candidates)} candidates, chose {result.chosen} "
+         f"({(chosen.speedup_vs_source or 1):.2f}x the source, parity passed), registered churn:{registered}")
+    return registered
+
+
+MANIFESTS = {
+    "churn.yaml": """\
+# The model server for the churn model (written by mlserve quickstart).
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: churn
+  namespace: ml
+spec:
+  replicas: 3  # sized for peak traffic
+  selector:
+    matchLabels:
+      app: churn
+  template:
+    metadata:
+      labels:
+        app: churn
+    spec:
+      containers:
+        - name: server
+          image: registry.example/churn-server:1  # the model version is the tag
+          env:
+            - name: MLSERVE_MODEL_VERSION
+              value: "1"
+          readinessProbe:
+            httpGet: {path: /ready, port: 8000}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: churn
+  namespace: ml
+spec:
+  selector:
+    app: churn
+  ports:
+    - port: 80
+      targetPort: 8000
+""",
+    "route.yaml": """\
+# Public traffic for the churn model, split by weight during a canary.
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: churn
+  namespace: ml
+spec:
+  parentRefs:
+    - name: public-gateway
+  rules:
+    - backendRefs:
+        - name: churn
+          port: 80
+          weight: 100  # stable
+""",
+}
+
+
+def _rollout_step(reg: Registry, workdir: Path, version: str, step: Callable[[str, str, str], None],
+                  progress: Progress) -> None:
+    """A canary of ``version`` in manifest mode (GitOps files, no cluster needed), promoting it in the registry."""
+    try:
+        import ruamel.yaml  # noqa: F401
+    except ImportError:
+        step("rollout", "mlserve rollout canary churn --manifests DIR", "skipped: install mlserve[kubernetes]")
+        return
+    from mlserve.rollout.api import Target, run_rollout
+    from mlserve.rollout.engine import RolloutConfig
+
+    manifests = workdir / "manifests"
+    if manifests.exists():
+        from mlserve.registry.fsio import remove_tree
+
+        remove_tree(manifests)  # start each run from version 1 in the files
+    manifests.mkdir()
+    for name, text in MANIFESTS.items():
+        (manifests / name).write_text(text)
+    result = run_rollout(RolloutConfig(name="churn", to=version, namespace="ml", steps=[10, 50, 100], pause=0),
+                         Target(namespace="ml", manifests=manifests, registry=reg.root), progress=progress)
+    weights = " -> ".join(f"{s.weight}%" for s in result.steps)
+    step("rollout", f"mlserve rollout canary churn --to {version} -n ml --manifests {manifests.name} --steps 10,50,100",
+         f"{result.outcome}: canary {weights}, files updated in {manifests.name}/")
+
+
 StepHook = Callable[[Registry, Path, list[QuickstartStep], Progress], None]
 EXTRA_STEPS: list[StepHook] = []
 """Later capabilities (optimize, rollout) append their quickstart steps here."""
@@ -134,6 +240,8 @@ def run_quickstart(workdir: Path, *, progress: Progress = NULL_PROGRESS) -> Quic
     history = reg.history("churn", stage="production")
     step("history", "mlserve history churn --stage production",
          f"{len(history.events)} production change(s), last by {history.events[-1].actor}")
+    optimized = _optimize_step(reg, step, progress)
+    _rollout_step(reg, workdir, optimized or v2, step, progress)
     for hook in EXTRA_STEPS:
         hook(reg, workdir, steps, progress)
     report = reg.verify()

@@ -13,18 +13,24 @@ def test_quickstart_end_to_end_and_rerun(cli, tmp_path: Path) -> None:
     steps = doc["result"]["steps"]
     names = [s["name"] for s in steps]
     assert names[:7] == ["train", "register", "register", "promote", "promote", "rollback", "history"]
-    assert names[-1] == "verify" and steps[-1]["outcome"] == "clean"
-    assert doc["result"]["production"] == "1"
+    assert names[7:] == ["optimize", "rollout", "verify"] and steps[-1]["outcome"] == "clean"
     assert steps[5]["outcome"] == "production: 2 -> 1"
+    assert "parity passed), registered churn:3" in steps[7]["outcome"]
+    assert steps[8]["outcome"].startswith("promoted: canary 10% -> 50% -> 100%")
+    assert doc["result"]["production"] == "3", "the canary of the optimized version promoted it"
+    route = (workdir / "manifests" / "route.yaml").read_text()
+    assert "# Public traffic for the churn model" in route, "comments survive the rollout"
     registry = Path(doc["result"]["registry"])
-    assert (registry / "models" / "churn" / "current").resolve().name == "1"
+    assert (registry / "models" / "churn" / "current").resolve().name == "3"
     history = [json.loads(line) for line in (registry / "models" / "churn" / "journal.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in history][:5] == ["register", "register", "promote", "promote", "rollback"]
+    assert [(e["kind"], e.get("to_version")) for e in history if e["kind"] in {"promote", "rollback"}][-1] == (
+        "promote", "3")
 
     again = cli("quickstart", "--workdir", workdir)
     assert again.exit_code == 0, again.stderr
     assert "already registered as churn:1" in again.stdout
-    assert "churn@production is version 1" in again.stdout
+    assert "churn@production is version 3" in again.stdout
 
 
 def test_register_reports_progress_in_bytes(tmp_path: Path) -> None:

@@ -76,8 +76,9 @@ def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float
     client = PrometheusClient(prometheus_url)
 
     def run(window: JudgeWindow) -> Any:
+        # at a 100% step stable serves nothing, so only thresholds can judge it
         ctx = AnalysisContext(canary=window.canary, stable=window.stable, namespace=window.namespace,
-                              model=window.model, start=window.start, end=window.end)
+                              model=window.model, start=window.start, end=window.end, compare=window.weight < 100)
         return judge(spec, ctx, client)
 
     return run

@@ -283,7 +283,11 @@ def _remove(doc: Any, tokens: list[str]) -> tuple[Any, Any]:
             key = _index(parent, last, allow_end=False)
         elif last not in parent:
             raise _Missing(f"no member {last!r}")
-        _move_comments_before_removal(parent, key, at_root=len(tokens) == 1)
+        holder = None
+        if len(tokens) > 1:
+            grandparent = _get(doc, tokens[:-2])
+            holder = (grandparent, tokens[-2] if isinstance(grandparent, Mapping) else int(tokens[-2]))
+        _move_comments_before_removal(parent, key, holder=holder)
     if isinstance(parent, Mapping):
         if last not in parent:
             raise _Missing(f"no member {last!r}")
@@ -357,7 +361,8 @@ def _without_block_above(lines: list[str], column: int | None) -> list[str]:
     return lines[:end]
 
 
-def _move_comments_before_removal(parent: Any, key: Any, *, at_root: bool) -> None:
+def _move_comments_before_removal(parent: Any, key: Any, *, holder: tuple[Any, Any] | None) -> None:
+    """``holder`` is (container, key) of ``parent`` itself; None when ``parent`` is the document."""
     from mlserve._deps import require
 
     ruamel = require("ruamel.yaml", purpose="editing YAML manifests")
@@ -388,13 +393,20 @@ def _move_comments_before_removal(parent: Any, key: Any, *, at_root: bool) -> No
     # the first item: the comment block above it is the container's leading comment
     lead = parent.ca.comment[1] if parent.ca.comment and len(parent.ca.comment) > 1 else None
     if lead:
-        if at_root:  # a document's opening comment describes the whole file: keep it
+        if holder is None:  # a document's opening comment describes the whole file: keep it
             lead[-1].value = lead[-1].value + "".join(following)
-        else:  # one token per line, each at its own column, as ruamel's parser makes them
-            lead[:] = [
-                ruamel.tokens.CommentToken(line.lstrip(" "), ruamel.error.CommentMark(len(line) - len(line.lstrip(" "))), None)
-                for line in following
-            ]
-    elif following and not at_root:
+            return
+        # one token per line, each at its own column, as ruamel's parser makes them; the parser
+        # keeps the same list on the parent too (a deep copy may have split the two)
+        tokens = [
+            ruamel.tokens.CommentToken(line.lstrip(" "), ruamel.error.CommentMark(len(line) - len(line.lstrip(" "))), None)
+            for line in following
+        ] or None  # ruamel emits an empty list as a broken line: None means "no comment"
+        parent.ca.comment[1] = tokens
+        container, ckey = holder
+        entry = container.ca.items.get(ckey) if _is_roundtrip(container) else None
+        if entry and len(entry) > 3 and entry[3]:
+            entry[3] = tokens
+    elif following and holder is not None:
         parent.yaml_set_start_comment("".join(line.strip() + "\n" for line in following).rstrip("\n"),
                                       indent=column or 0)

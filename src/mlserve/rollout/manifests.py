@@ -24,6 +24,7 @@ What it promises:
 
 from __future__ import annotations
 
+import copy
 import difflib
 import io
 import os
@@ -91,7 +92,9 @@ DEFAULT_INDENT = Indent()
 
 
 @dataclass
-class _IndentGuess:
+class IndentGuess:
+    """What :func:`guess_indent` found; None where the text has no example of that nesting."""
+
     mapping: int | None = None
     sequence: int | None = None
     offset: int | None = None
@@ -102,7 +105,7 @@ _OPENER = re.compile(r"[^#\s-][^#]*:[ \t]*(#.*)?$|-[ \t]*(#.*)?$")  # `key:` wit
 _BLOCK_SCALAR = re.compile(r"(?:.*:[ \t]+)?[|>][-+0-9]*[ \t]*(#.*)?$")
 
 
-def guess_indent(text: str) -> _IndentGuess:
+def guess_indent(text: str) -> IndentGuess:
     """Find the indentation a YAML text uses (the most common step for each kind of nesting)."""
     mappings: Counter[int] = Counter()
     sequences: Counter[int] = Counter()
@@ -138,10 +141,10 @@ def guess_indent(text: str) -> _IndentGuess:
     def top(counter: Counter[int]) -> int | None:
         return counter.most_common(1)[0][0] if counter else None
 
-    return _IndentGuess(mapping=top(mappings), sequence=top(sequences), offset=top(offsets))
+    return IndentGuess(mapping=top(mappings), sequence=top(sequences), offset=top(offsets))
 
 
-def _resolve_indent(*guesses: _IndentGuess) -> Indent:
+def _resolve_indent(*guesses: IndentGuess) -> Indent:
     """The first known value of each field, in order of preference, completed with defaults."""
     mapping = next((g.mapping for g in guesses if g.mapping), None) or DEFAULT_INDENT.mapping
     offset = next((g.offset for g in guesses if g.offset is not None), None)
@@ -185,7 +188,7 @@ class _Doc:
     data: Any  # ruamel round-trip node; None for an empty or comment-only document
     line: int  # 1-based line of the body in its file (for messages)
     explicit_start: bool = False  # the body begins with its own '--- <content>' line
-    guess: _IndentGuess = field(default_factory=_IndentGuess)
+    guess: IndentGuess = field(default_factory=IndentGuess)
 
     def text(self) -> str:
         return self.header + self.body + self.footer
@@ -217,8 +220,8 @@ class _File:
         """Changed in memory but not on disk (only happens with ``write=False``)."""
         return self.render() != (self.disk or b"") or (self.removed and self.disk is not None)
 
-    def guess(self) -> _IndentGuess:
-        merged = _IndentGuess()
+    def guess(self) -> IndentGuess:
+        merged = IndentGuess()
         for doc in self.docs:
             merged.mapping = merged.mapping or doc.guess.mapping
             merged.sequence = merged.sequence or doc.guess.sequence
@@ -355,7 +358,7 @@ class ManifestStore:
         line = file.next_line() + bool(header)
         body, stored = self._emit(rel, data, indent, line)
         doc = _Doc(header=header, body=body, footer="", data=stored, line=line)
-        doc.guess = _IndentGuess(indent.mapping, indent.sequence, indent.offset)
+        doc.guess = IndentGuess(indent.mapping, indent.sequence, indent.offset)
         file.docs.append(doc)
         self._commit(file, undo=lambda: setattr(file, "docs", before))
         self._files[rel] = file
@@ -473,7 +476,7 @@ class ManifestStore:
         guesses = [doc.guess] if doc is not None else []
         guesses.append(file.guess())
         votes = [f.guess() for f in self._files.values() if f is not file]
-        directory = _IndentGuess(
+        directory = IndentGuess(
             mapping=_vote(g.mapping for g in votes),
             sequence=_vote(g.sequence for g in votes),
             offset=_vote(g.offset for g in votes),
@@ -481,12 +484,36 @@ class ManifestStore:
         return _resolve_indent(*guesses, directory)
 
     def _redump(self, file: _File, doc: _Doc, data: Any) -> tuple[str, Any]:
-        """The new text of a changed document (keeping its blank lines at both ends) and its data."""
+        """The new text of a changed document and its freshly parsed data.
+
+        ruamel.yaml re-emits the whole document, which also evens out the file's own quirks (extra
+        spaces, a list indented differently from the others). Emitting the *unchanged* document too
+        shows those quirks; every line the patch did not touch is put back as the file had it, so
+        the diff holds only the change. The result must read back as the patched object, or the
+        plain re-emitted text is used.
+        """
         body = doc.body
         lead = body[: len(body) - len(body.lstrip("\n"))]
         trail = len(body) - len(body.rstrip("\n"))
-        dumped, stored = self._emit(file.rel, data, self._indent_for(file, doc), doc.line, explicit_start=doc.explicit_start)
-        return lead + dumped.strip("\n") + "\n" * trail, stored
+        indent = self._indent_for(file, doc)
+
+        def framed(text: str) -> str:
+            return lead + text.strip("\n") + "\n" * trail
+
+        dumped, stored = self._emit(file.rel, data, indent, doc.line, explicit_start=doc.explicit_start)
+        theirs = framed(dumped)
+        base, _ = self._emit(file.rel, copy.deepcopy(doc.data), indent, doc.line, explicit_start=doc.explicit_start)
+        if framed(base) == body:
+            return theirs, stored
+        merged = keep_local_lines(framed(base), body, theirs)
+        if merged != theirs:
+            try:
+                reread = self._load(file.rel, merged, doc.line)
+            except UsageError:
+                reread = None
+            if reread is not None and json_equal(reread, data):
+                return merged, reread
+        return theirs, stored
 
     def _emit(self, rel: str, data: Any, indent: Indent, line: int, *, explicit_start: bool = False) -> tuple[str, Any]:
         """Dump ``data`` and load the text back: the stored node is always a fresh parse of its text.
@@ -645,6 +672,72 @@ class ManifestStore:
             )
 
 
+def _indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _shift(line: str, delta: int) -> str:
+    """Indent ``line`` by ``delta`` more columns (fewer when negative, never cutting text)."""
+    if delta > 0 and line.strip():
+        return " " * delta + line
+    if delta < 0:
+        return line[min(-delta, _indent_of(line)) :]
+    return line
+
+
+def keep_local_lines(base: str, ours: str, theirs: str) -> str:
+    """``theirs`` with the file's own way of writing each line put back wherever the change allows.
+
+    ``base`` is how the emitter writes the unchanged document, ``ours`` how the file has it and
+    ``theirs`` how the emitter writes the changed document. Where ``ours`` and ``base`` differ line
+    for line (spacing, a list indented differently), an untouched line is taken from ``ours`` and a
+    changed line from ``theirs``, moved by the indentation difference the file has at that line.
+    Other differences are copied whole when the change leaves them alone. The caller checks that
+    the result still reads as the changed object.
+    """
+    b, o, t = (text.splitlines(keepends=True) for text in (base, ours, theirs))
+    local: dict[int, str] = {}  # base line -> the file's version of that same line
+    blocks: dict[int, tuple[int, list[str]]] = {}  # base line -> (end, the file's lines) for uneven stretches
+    extra: dict[int, list[str]] = {}  # base line -> lines the file has before it that base lacks
+    for tag, a1, a2, b1, b2 in difflib.SequenceMatcher(None, b, o, autojunk=False).get_opcodes():
+        if tag == "equal" or (tag == "replace" and a2 - a1 == b2 - b1):
+            local.update((a1 + k, o[b1 + k]) for k in range(a2 - a1))
+        elif a1 == a2:
+            extra[a1] = o[b1:b2]
+        else:
+            blocks[a1] = (a2, o[b1:b2])
+
+    def delta(i: int) -> int:
+        return _indent_of(local[i]) - _indent_of(b[i]) if 0 <= i < len(b) and i in local else 0
+
+    untouched: set[int] = set()
+    for tag, i1, i2, _j1, _j2 in difflib.SequenceMatcher(None, b, t, autojunk=False).get_opcodes():
+        if tag == "equal":
+            untouched.update(range(i1, i2))
+    out: list[str] = []
+    skip_to = 0
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, b, t, autojunk=False).get_opcodes():
+        if tag == "equal":
+            for k in range(i2 - i1):
+                i = i1 + k
+                if i < skip_to:
+                    continue
+                out.extend(extra.get(i, []))
+                if i in blocks:
+                    end, lines = blocks[i]
+                    if all(x in untouched for x in range(i, end)):
+                        out.extend(lines)
+                        skip_to = end
+                        continue
+                out.append(local.get(i, t[j1 + k]))
+        elif tag == "replace" and i2 - i1 == j2 - j1:
+            out.extend(_shift(t[j1 + k], delta(i1 + k)) for k in range(i2 - i1))
+        else:  # inserted or removed lines: indent new ones like the line above them in the file
+            out.extend(_shift(line, delta(i1 - 1)) for line in t[j1:j2])
+    out.extend(extra.get(len(b), []))
+    return "".join(out)
+
+
 def _vote(values: Any) -> int | None:
     counts = Counter(v for v in values if v is not None)
     return counts.most_common(1)[0][0] if counts else None
@@ -656,4 +749,4 @@ def _fsync_dir(path: Path) -> None:
     fsync_dir(path)
 
 
-__all__ = ["ManifestStore", "ManifestChange", "ManifestObject", "Indent", "guess_indent"]
+__all__ = ["ManifestStore", "ManifestChange", "ManifestObject", "Indent", "IndentGuess", "guess_indent", "keep_local_lines"]

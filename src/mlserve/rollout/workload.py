@@ -143,6 +143,8 @@ def canary_objects(stable_dep: dict[str, Any], stable_svc: dict[str, Any], *, de
     svc_spec = {k: copy.deepcopy(v) for k, v in (stable_svc.get("spec") or {}).items()
                 if k not in ("clusterIP", "clusterIPs", "healthCheckNodePort", "loadBalancerIP")}
     svc_spec["selector"] = _canary_labels(stable_svc.get("spec", {}).get("selector") or {}, keys)
+    # Node ports are unique cluster-wide: the copy must let the API server pick its own.
+    svc_spec["ports"] = [{k: v for k, v in port.items() if k != "nodePort"} for port in svc_spec.get("ports") or []]
     service = {
         "apiVersion": "v1",
         "kind": "Service",

@@ -196,3 +196,18 @@ def test_transient_server_errors_on_a_patch_are_retried(seeded, store, registry)
     result = engine(store, registry, ScriptedJudge()).run(config(steps=[100]))
     assert result.outcome == "promoted", result.message
     assert [s for m, p, s in seeded.writes() if "/httproutes/" in p][:3] == [503, 503, 200]
+
+
+def test_canary_service_copy_drops_cluster_unique_fields():
+    from mlserve.rollout.workload import canary_objects
+
+    svc = copy.deepcopy(STABLE_SERVICE)
+    svc["spec"].update(type="NodePort", clusterIPs=["10.0.0.12"])
+    svc["spec"]["ports"][0]["nodePort"] = 30080
+    dep, canary_svc = canary_objects(copy.deepcopy(STABLE_DEPLOYMENT), svc, deployment_name="iris-canary",
+                                     service_name="iris-canary", replicas=1, model="iris")
+    assert canary_svc["spec"]["ports"] == [{"port": 80, "targetPort": 8080}]
+    assert "clusterIP" not in canary_svc["spec"] and "clusterIPs" not in canary_svc["spec"]
+    assert canary_svc["spec"]["type"] == "NodePort"
+    assert dep["spec"]["selector"]["matchLabels"] == {"app": "iris-canary", "rollout.mlserve.dev/track": "canary"}
+    assert "status" not in dep and "resourceVersion" not in dep["metadata"]

@@ -440,3 +440,85 @@ def test_a_whole_canary_walk_and_back_leaves_the_files_byte_identical(repo: Path
         assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100 - canary, canary]
     assert snapshot(repo) == before
     assert store.changes() == []
+
+
+def test_removing_a_backend_takes_its_comment_along(repo: Path) -> None:
+    original = (repo / "churn/httproute.yaml").read_text()
+    canary_block = (
+        "        # the canary (mlserve rollout moves this weight step by step)\n"
+        "        - name: churn-api-canary\n"
+        "          port: 80\n"
+        "          weight: 10\n"
+    )
+    stable_block = "        # the stable model version\n        - name: churn-api\n          port: 80\n          weight: 90\n"
+    store = ManifestStore(repo)
+    store.patch("HTTPRoute", "churn-api", "ml", [{"op": "test", "path": f"{WEIGHTS}/1/name", "value": "churn-api-canary"},
+                                               {"op": "remove", "path": f"{WEIGHTS}/1"},
+                                               {"op": "replace", "path": f"{WEIGHTS}/0/weight", "value": 1}])
+    assert (repo / "churn/httproute.yaml").read_text() == original.replace(canary_block, "").replace("weight: 90", "weight: 1")
+    ManifestStore(repo).patch("HTTPRoute", "churn-api", "ml", [{"op": "remove", "path": f"{WEIGHTS}/0"},
+                                                              {"op": "add", "path": f"{WEIGHTS}/-", "value": {"name": "churn-api-v2", "port": 80}}])
+    assert (repo / "churn/httproute.yaml").read_text() == original.replace(canary_block, "").replace(
+        stable_block, "        - name: churn-api-v2\n          port: 80\n"
+    )
+
+
+def test_a_hand_written_file_keeps_its_quirks_on_every_line_the_patch_does_not_touch(tmp_path: Path) -> None:
+    """Extra spaces, a flow list and two list styles in one document: only changed lines differ."""
+    original = (Path(__file__).parent / "fixtures/quirky-deployment.yaml").read_text()
+    (tmp_path / "quirky.yaml").write_text(original)
+    store = ManifestStore(tmp_path)
+    env = "/spec/template/spec/containers/0/env"
+    store.patch("Deployment", "quirky", "default", [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "example/api:2"}])
+    assert (tmp_path / "quirky.yaml").read_text() == original.replace('"example/api:1"', '"example/api:2"')
+    store.patch("Deployment", "quirky", "default", [{"op": "replace", "path": f"{env}/0/value", "value": "4"},
+                                                    {"op": "replace", "path": f"{env}/1/value", "value": "debug"},
+                                                    {"op": "add", "path": f"{env}/-", "value": {"name": "NEW", "value": "x"}}])
+    assert (tmp_path / "quirky.yaml").read_text() == (
+        original.replace('"example/api:1"', '"example/api:2"')
+        .replace('value: "3"', 'value: "4"')
+        .replace("            value:    info\n", "            value: debug\n          - name: NEW\n            value: x\n")
+    )
+    store.patch("Deployment", "quirky", "default", [{"op": "remove", "path": f"{env}/0"}])
+    text = (tmp_path / "quirky.yaml").read_text()
+    assert "MODEL_VERSION" not in text
+    assert "  name:   quirky        # extra spaces before the value\n" in text
+    assert '        args: ["--port",   "8000"]\n\n\n' in text
+    assert "      - name: api\n" in text and "          - name: LOG_LEVEL\n" in text
+
+
+@pytest.mark.parametrize(
+    ("theirs", "merged"),
+    [
+        # the change is elsewhere: the file's uneven stretch (a flow mapping on two lines) is kept whole
+        ("a: 1\nb: {x: 1, y: 2}\nc: 4\n", "a:  1\nb: {x: 1,\n  y: 2}\nc: 4\n# end\n"),
+        # the change is inside the uneven stretch: the emitter's lines for all of it
+        ("a: 1\nb: {x: 1, y: 3}\nc: 3\n", "a: 1\nb: {x: 1, y: 3}\nc: 3\n# end\n"),
+        # a new last line goes before the file's closing comment
+        ("a: 1\nb: {x: 1, y: 2}\nc: 3\nd: 5\n", "a:  1\nb: {x: 1,\n  y: 2}\nc: 3\nd: 5\n# end\n"),
+    ],
+)
+def test_keep_local_lines(theirs: str, merged: str) -> None:
+    from mlserve.rollout.manifests import keep_local_lines
+
+    base = "a: 1\nb: {x: 1, y: 2}\nc: 3\n"
+    ours = "a:  1\nb: {x: 1,\n  y: 2}\nc: 3\n# end\n"
+    assert keep_local_lines(base, ours, theirs) == merged
+
+
+@pytest.mark.parametrize(
+    ("text", "mapping", "sequence", "offset"),
+    [
+        ("spec:\n  containers:\n  - name: api\n    args:\n    - a\n", 2, 2, 0),
+        ("spec:\n  containers:\n    - name: api\n      args:\n        - a\n", 2, 4, 2),
+        ("spec:\n    containers:\n        -   name: api\n", 4, 8, 4),
+        # a block scalar's text does not count, however it is indented
+        ("data:\n  script: |\n      - not: a list\n      more\n  list:\n  - x\n", 2, 2, 0),
+        ("a: 1\nb: [x, y]\n", None, None, None),
+    ],
+)
+def test_guess_indent(text: str, mapping, sequence, offset) -> None:
+    from mlserve.rollout.manifests import guess_indent
+
+    guess = guess_indent(text)
+    assert (guess.mapping, guess.sequence, guess.offset) == (mapping, sequence, offset)
