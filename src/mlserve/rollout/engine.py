@@ -268,6 +268,8 @@ class RolloutEngine:
         self.progress = progress
         # A live store has controllers: wait for readiness and check route status. Manifest files have none.
         self.live = bool(getattr(store, "is_live", True)) if live is None else live
+        # rollout state lives beside the objects, except where a store keeps it apart (manifests: .mlserve/)
+        self._state_backend = store.state_store() if hasattr(store, "state_store") else store
 
     # ---------------------------------------------------------------------------- small helpers
 
@@ -417,7 +419,7 @@ class RolloutEngine:
         ns = cfg.namespace
         now = self.clock.now()
         ctx = _Ctx(cfg=cfg, namespace=ns, owner=owner, dry_run=cfg.dry_run,
-                   states=LeaseStateStore(self.store, ns, now=self.clock.now), progress=self.progress)
+                   states=LeaseStateStore(self._state_backend, ns, now=self.clock.now), progress=self.progress)
         ctx.target = target
         snapshot: list[ObjectSnapshot] = []
 
@@ -976,7 +978,7 @@ class RolloutEngine:
 
     def status(self, name: str, namespace: str, *, wait: bool = False, timeout: float = 600.0,
                poll: float = 1.0) -> "StatusResult":
-        states = LeaseStateStore(self.store, namespace, now=self.clock.now)
+        states = LeaseStateStore(self._state_backend, namespace, now=self.clock.now)
         limit = time.monotonic() + timeout
         while True:
             stored = states.load(name)
@@ -999,7 +1001,7 @@ class RolloutEngine:
 
     def abort(self, name: str, namespace: str, *, reason: str | None = None, dry_run: bool = False) -> "AbortResult":
         """Put everything back as the snapshot recorded it. Safe to repeat."""
-        states = LeaseStateStore(self.store, namespace, now=self.clock.now)
+        states = LeaseStateStore(self._state_backend, namespace, now=self.clock.now)
         who = default_owner()
         for _ in range(CONFLICT_RETRIES):
             stored = states.load(name)
@@ -1046,7 +1048,7 @@ class RolloutEngine:
 
     def promote(self, name: str, namespace: str, *, full: bool = False) -> "CommandResult":
         """Ask the running rollout to skip the current pause (``full``: every remaining pause)."""
-        states = LeaseStateStore(self.store, namespace, now=self.clock.now)
+        states = LeaseStateStore(self._state_backend, namespace, now=self.clock.now)
         for _ in range(CONFLICT_RETRIES):
             stored = states.load(name)
             if stored is None or stored.state.phase not in ACTIVE_PHASES:
@@ -1068,7 +1070,7 @@ class RolloutEngine:
 
     def undo(self, name: str, namespace: str, *, dry_run: bool = False) -> "AbortResult":
         """Revert a finished rollout: back to the previous version (blue-green: an instant selector switch)."""
-        states = LeaseStateStore(self.store, namespace, now=self.clock.now)
+        states = LeaseStateStore(self._state_backend, namespace, now=self.clock.now)
         for _ in range(CONFLICT_RETRIES):
             stored = states.load(name)
             if stored is None:

@@ -392,6 +392,17 @@ def _move_comments_before_removal(parent: Any, key: Any, *, holder: tuple[Any, A
         return
     # the first item: the comment block above it is the container's leading comment
     lead = parent.ca.comment[1] if parent.ca.comment and len(parent.ca.comment) > 1 else None
+    if len(keys) == 1 and holder is not None:
+        # the only item: the container becomes empty and is written `[]`/`{}`. ruamel.yaml cannot
+        # write a comment next to an empty flow collection (it emits broken YAML), so the comments
+        # above the item and those just below it (before the next key) are dropped with it.
+        if lead:
+            parent.ca.comment[1] = None
+        container, ckey = holder
+        entry = container.ca.items.get(ckey) if _is_roundtrip(container) else None
+        if entry and len(entry) > 3:
+            entry[3] = None
+        return
     if lead:
         if holder is None:  # a document's opening comment describes the whole file: keep it
             lead[-1].value = lead[-1].value + "".join(following)

@@ -284,6 +284,9 @@ def _describe(key: Key) -> str:
 # --- the store ---------------------------------------------------------------------------------------
 
 
+STATE_DIR = ".mlserve"
+
+
 class ManifestStore:
     """Read and change Kubernetes objects kept as YAML files under ``directory``.
 
@@ -303,8 +306,10 @@ class ManifestStore:
         default_namespace: str = "default",
         create_file: str | os.PathLike[str] | None = None,
         write: bool = True,
+        missing_ok: bool = False,
     ) -> None:
         self.directory = Path(directory)
+        self.missing_ok = missing_ok
         self.default_namespace = default_namespace
         self.create_file = Path(create_file) if create_file is not None else None
         self.write = write
@@ -317,6 +322,17 @@ class ManifestStore:
 
     def __repr__(self) -> str:
         return f"ManifestStore({str(self.directory)!r}, default_namespace={self.default_namespace!r}, write={self.write})"
+
+    def state_store(self) -> "ManifestStore":
+        """Where rollout state (the Lease) goes: ``.mlserve/`` inside the directory.
+
+        Dot-directories are not read as manifests, so a GitOps tool applying the directory never
+        applies mlserve's lock and snapshot to a cluster.
+        """
+        state_dir = self.directory / STATE_DIR
+        if self.write and self.directory.is_dir():
+            state_dir.mkdir(exist_ok=True)
+        return ManifestStore(state_dir, default_namespace=self.default_namespace, write=self.write, missing_ok=True)
 
     # -- the ResourceStore protocol --
 
@@ -347,15 +363,9 @@ class ManifestStore:
             file.removed, file.docs = False, []
         before = list(file.docs)
         text = file.text() or ""
-        if text and not text.endswith("\n"):
-            last = file.docs[-1]
-            if last.footer:
-                last.footer += "\n"
-            else:
-                last.body += "\n"
-        header = "---\n" if text.strip() else ""
+        header = ("" if not text or text.endswith("\n") else "\n") + ("---\n" if text.strip() else "")
         indent = self._indent_for(file, None)
-        line = file.next_line() + bool(header)
+        line = file.next_line() + header.count("\n")
         body, stored = self._emit(rel, data, indent, line)
         doc = _Doc(header=header, body=body, footer="", data=stored, line=line)
         doc.guess = IndentGuess(indent.mapping, indent.sequence, indent.offset)
@@ -376,7 +386,7 @@ class ManifestStore:
         self._sync()
         found = self._find(kind, name, namespace)
         if found is None:
-            raise NotFoundError(f"{_describe((kind, namespace or self.default_namespace, name))} is not defined in any manifest under {self.directory}")
+            raise self._not_found(kind, name, namespace)
         file, doc = found
         key = (kind, namespace or self.default_namespace, name)
         new_data = apply_patch(doc.data, ops, in_place=False)  # a deep copy: comments come along
@@ -402,7 +412,7 @@ class ManifestStore:
         self._sync()
         found = self._find(kind, name, namespace)
         if found is None:
-            raise NotFoundError(f"{_describe((kind, namespace or self.default_namespace, name))} is not defined in any manifest under {self.directory}")
+            raise self._not_found(kind, name, namespace)
         file, doc = found
         before = list(file.docs)
         index = file.docs.index(doc)
@@ -432,22 +442,26 @@ class ManifestStore:
                 continue
             action: Literal["created", "modified", "deleted"]
             action = "created" if before is None else "deleted" if after is None else "modified"
-            diff = "".join(
-                difflib.unified_diff(
-                    (before or "").splitlines(keepends=True),
-                    (after or "").splitlines(keepends=True),
-                    fromfile="/dev/null" if before is None else f"a/{rel}",
-                    tofile="/dev/null" if after is None else f"b/{rel}",
-                )
+            lines = difflib.unified_diff(
+                (before or "").splitlines(keepends=True),
+                (after or "").splitlines(keepends=True),
+                fromfile="/dev/null" if before is None else f"a/{rel}",
+                tofile="/dev/null" if after is None else f"b/{rel}",
             )
+            # a last line without a newline gets the marker patch(1) and git apply expect
+            diff = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
             out.append(ManifestChange(path=rel, action=action, diff=diff))
         return out
 
     def diff(self) -> str:
         """One unified diff (``git apply``-able) of every change this store made."""
-        return "".join(change.diff if change.diff.endswith("\n") else change.diff + "\n" for change in self.changes())
+        return "".join(change.diff for change in self.changes())
 
     # -- internals --
+
+    def _not_found(self, kind: str, name: str, namespace: str | None) -> NotFoundError:
+        key = (kind, namespace or self.default_namespace, name)
+        return NotFoundError(f"{_describe(key)} is not defined in any manifest under {self.directory}")
 
     def _find(self, kind: str, name: str, namespace: str | None) -> tuple[_File, _Doc] | None:
         loc = self._index.get((kind, namespace or self.default_namespace, name))
@@ -491,18 +505,29 @@ class ManifestStore:
         shows those quirks; every line the patch did not touch is put back as the file had it, so
         the diff holds only the change. The result must read back as the patched object, or the
         plain re-emitted text is used.
+
+        ruamel.yaml sometimes writes comments it cannot read back (next to an empty ``{}`` item,
+        for one). Then both versions are emitted without comments and the same line merge brings
+        the file's comments back wherever the patch left their lines alone.
         """
         body = doc.body
         lead = body[: len(body) - len(body.lstrip("\n"))]
         trail = len(body) - len(body.rstrip("\n"))
         indent = self._indent_for(file, doc)
+        start = doc.explicit_start
 
         def framed(text: str) -> str:
             return lead + text.strip("\n") + "\n" * trail
 
-        dumped, stored = self._emit(file.rel, data, indent, doc.line, explicit_start=doc.explicit_start)
+        try:
+            dumped, stored = self._emit(file.rel, data, indent, doc.line, explicit_start=start)
+            base, _ = self._emit(file.rel, copy.deepcopy(doc.data), indent, doc.line, explicit_start=start)
+        except MlserveError as exc:
+            if isinstance(exc, UsageError):
+                raise
+            dumped, stored = self._emit(file.rel, to_roundtrip(to_plain(data)), indent, doc.line, explicit_start=start)
+            base, _ = self._emit(file.rel, to_roundtrip(to_plain(doc.data)), indent, doc.line, explicit_start=start)
         theirs = framed(dumped)
-        base, _ = self._emit(file.rel, copy.deepcopy(doc.data), indent, doc.line, explicit_start=doc.explicit_start)
         if framed(base) == body:
             return theirs, stored
         merged = keep_local_lines(framed(base), body, theirs)
@@ -578,6 +603,8 @@ class ManifestStore:
     def _sync(self) -> None:
         """Bring the in-memory view up to date with the files, re-reading only those that changed."""
         if not self.directory.is_dir():
+            if self.missing_ok and not self.directory.exists():
+                return  # nothing written there yet (rollout state before the first rollout)
             raise NotFoundError(f"manifest directory {self.directory} does not exist or is not a directory")
         seen = set()
         for path in self._scan():
@@ -666,6 +693,7 @@ class ManifestStore:
         except FileNotFoundError:
             current = None
         if current != file.disk:
+            file.sig = None  # read it again next time, so a retry sees what is there now
             raise ConflictError(
                 f"{file.rel} changed on disk since it was read; not overwriting it",
                 hint="another process edits these manifests; run again when it is done",
@@ -731,8 +759,11 @@ def keep_local_lines(base: str, ours: str, theirs: str) -> str:
                         continue
                 out.append(local.get(i, t[j1 + k]))
         elif tag == "replace" and i2 - i1 == j2 - j1:
+            out.extend(extra.get(i1, []))  # the file's lines above a changed line stay above it
             out.extend(_shift(t[j1 + k], delta(i1 + k)) for k in range(i2 - i1))
         else:  # inserted or removed lines: indent new ones like the line above them in the file
+            if tag == "replace":
+                out.extend(extra.get(i1, []))
             out.extend(_shift(line, delta(i1 - 1)) for line in t[j1:j2])
     out.extend(extra.get(len(b), []))
     return "".join(out)

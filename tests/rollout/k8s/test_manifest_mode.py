@@ -81,10 +81,11 @@ def test_canary_in_manifest_mode_edits_files_and_keeps_comments(tmp_path: Path, 
     assert "- name: public-gw  # the shared gateway" in route
     assert "weight: 100  # stable" in route  # all traffic back on stable at the end
     assert "name: iris-canary" in route
-    # The canary objects and the rollout record are new files beside them.
+    # The canary objects are new files beside them; the rollout record stays out of what GitOps applies.
     assert (repo / "deployment-iris-canary.yaml").is_file()
     assert "replicas: 0" in (repo / "deployment-iris-canary.yaml").read_text()
-    assert (repo / "lease-mlserve-rollout-iris.yaml").is_file()
+    assert not (repo / "lease-mlserve-rollout-iris.yaml").exists()
+    assert "kind: Lease" in (repo / ".mlserve" / "lease-mlserve-rollout-iris.yaml").read_text()
     assert registry.resolve("iris@production").version == "2"
 
 

@@ -421,3 +421,23 @@ def test_removing_an_item_takes_its_own_comments_and_leaves_the_others(path: str
         assert line in expected
         expected = expected.replace(line, "", 1)
     assert dump_rt(doc) == expected
+
+
+def test_removing_the_only_item_leaves_an_empty_collection_and_valid_yaml() -> None:
+    src = (
+        "c:\n"
+        "  ports:\n"
+        "    # the port\n"
+        "    - name: http\n"
+        "      containerPort: 8000\n"
+        "  # ready only once loaded\n"
+        "  readinessProbe: {}\n"
+        "  labels:\n"
+        "    # the only label\n"
+        "    app: x  # eol\n"
+        "other: 1\n"
+    )
+    doc = load_rt(src)
+    apply_patch(doc, [{"op": "remove", "path": "/c/ports/0"}, {"op": "remove", "path": "/c/labels/app"}])
+    # ruamel.yaml cannot write comments beside `[]`/`{}`: they go, and the YAML stays valid
+    assert dump_rt(doc) == "c:\n  ports: []\n  readinessProbe: {}\n  labels: {}\nother: 1\n"

@@ -522,3 +522,53 @@ def test_guess_indent(text: str, mapping, sequence, offset) -> None:
 
     guess = guess_indent(text)
     assert (guess.mapping, guess.sequence, guess.offset) == (mapping, sequence, offset)
+
+
+def test_files_without_a_final_newline_diff_and_append_cleanly(tmp_path: Path) -> None:
+    import subprocess
+
+    text = "kind: ConfigMap\nmetadata:\n  name: a\ndata:\n  w: '10'"
+    for name in ("plan", "real"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.yaml").write_text(text)
+    plan, real = ManifestStore(tmp_path / "plan", write=False), ManifestStore(tmp_path / "real", create_file="a.yaml")
+    plan.patch("ConfigMap", "a", "default", [{"op": "replace", "path": "/data/w", "value": "20"}])
+    real.patch("ConfigMap", "a", "default", [{"op": "replace", "path": "/data/w", "value": "20"}])
+    assert (tmp_path / "real/a.yaml").read_text() == text.replace("10", "20")  # still no final newline
+    assert plan.diff().endswith("+  w: '20'\n\\ No newline at end of file\n")
+    (tmp_path / "plan.diff").write_text(plan.diff())
+    subprocess.run(["git", "apply", "--directory=plan", "plan.diff"], cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "plan/a.yaml").read_text() == (tmp_path / "real/a.yaml").read_text()
+    real.create({"kind": "ConfigMap", "metadata": {"name": "b"}})
+    assert (tmp_path / "real/a.yaml").read_text() == text.replace("10", "20") + "\n---\nkind: ConfigMap\nmetadata:\n  name: b\n"
+    assert [(o.name, o.line) for o in real.objects()] == [("a", 1), ("b", 7)]
+
+
+def test_a_change_the_file_signature_misses_is_still_not_overwritten(repo: Path) -> None:
+    """Same size, same mtime (a coarse-clock file system): the byte check before writing catches it."""
+    store = ManifestStore(repo)
+    assert store.get("HTTPRoute", "churn-api", "ml") is not None
+    path = repo / "churn/httproute.yaml"
+    stat = path.stat()
+    edited = path.read_text().replace("weight: 90", "weight: 80")
+    with open(path, "r+") as fh:  # in place: same inode, same size
+        fh.write(edited)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ConflictError, match="churn/httproute.yaml changed on disk since it was read; not overwriting it"):
+        store.patch("HTTPRoute", "churn-api", "ml", [{"op": "replace", "path": f"{WEIGHTS}/1/weight", "value": 25}])
+    assert path.read_text() == edited
+    # the next read sees the file as it is now, so a retry works from the real values
+    assert [b["weight"] for b in store.get("HTTPRoute", "churn-api", "ml")["spec"]["rules"][0]["backendRefs"]] == [80, 10]
+    store.patch("HTTPRoute", "churn-api", "ml", [{"op": "replace", "path": f"{WEIGHTS}/1/weight", "value": 20}])
+    assert path.read_text() == edited.replace("weight: 10", "weight: 20")
+
+
+def test_when_ruamel_cannot_write_the_comments_back_the_file_lines_are_merged_in(repo: Path) -> None:
+    """An empty `{}` first item under a commented list makes ruamel.yaml write broken YAML."""
+    original = (repo / "churn/httproute.yaml").read_text()
+    store = ManifestStore(repo)
+    store.patch("HTTPRoute", "churn-api", "ml", [{"op": "replace", "path": f"{WEIGHTS}/0", "value": {}}])
+    assert (repo / "churn/httproute.yaml").read_text() == original.replace(
+        "        - name: churn-api\n          port: 80\n          weight: 90\n", "        - {}\n"
+    )  # comments and the quoted hostname come back from the file's own lines
+    assert ManifestStore(repo).get("HTTPRoute", "churn-api", "ml")["spec"]["rules"][0]["backendRefs"][0] == {}
