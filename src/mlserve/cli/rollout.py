@@ -194,17 +194,7 @@ def canary(
     as_json: JsonOpt = False,
 ) -> None:
     """Canary: move traffic to VERSION step by step, judge each step, promote or roll back."""
-    params = dict(locals())
-    from mlserve.cli._output import progress_for
-    from mlserve.rollout.api import run_rollout
-    from mlserve.rollout.interrupts import catch_signals
-
-    target = _target(namespace, kubeconfig, context, server, manifests, registry, lock_timeout, no_registry)
-    cfg = _config(name, to, "canary", target.namespace, **params)
-    with catch_signals() as interrupt:
-        result = run_rollout(cfg, target, analysis=analysis, prometheus_url=config.resolve("rollout.prometheus_url", prometheus_url),
-                             no_analysis=no_analysis, progress=progress_for(as_json), interrupt=interrupt)
-    _finish("rollout", result, as_json, _render_rollout)
+    _run_strategy("canary", dict(locals()))
 
 
 def blue_green(
@@ -241,17 +231,23 @@ def blue_green(
     as_json: JsonOpt = False,
 ) -> None:
     """Blue-green: the idle colour gets VERSION, is checked, then the Service switches to it."""
-    params = dict(locals())
+    _run_strategy("blue-green", dict(locals()))
+
+
+def _run_strategy(strategy: str, params: dict) -> None:
     from mlserve.cli._output import progress_for
     from mlserve.rollout.api import run_rollout
     from mlserve.rollout.interrupts import catch_signals
 
-    target = _target(namespace, kubeconfig, context, server, manifests, registry, lock_timeout, no_registry)
-    cfg = _config(name, to, "blue-green", target.namespace, **params)
+    p = params
+    target = _target(p["namespace"], p["kubeconfig"], p["context"], p["server"], p["manifests"], p["registry"],
+                     p["lock_timeout"], p["no_registry"])
+    cfg = _config(p["name"], p["to"], strategy, target.namespace, **p)
     with catch_signals() as interrupt:
-        result = run_rollout(cfg, target, analysis=analysis, prometheus_url=config.resolve("rollout.prometheus_url", prometheus_url),
-                             no_analysis=no_analysis, progress=progress_for(as_json), interrupt=interrupt)
-    _finish("rollout", result, as_json, _render_rollout)
+        result = run_rollout(cfg, target, analysis=p["analysis"],
+                             prometheus_url=config.resolve("rollout.prometheus_url", p["prometheus_url"]),
+                             no_analysis=p["no_analysis"], progress=progress_for(p["as_json"]), interrupt=interrupt)
+    _finish("rollout", result, p["as_json"], _render_rollout)
 
 
 def plan(
