@@ -6,6 +6,7 @@ this model or this machine raises :class:`VariantSkipped` with the reason (shown
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,9 @@ class BuildContext:
             self._preprocessed = self.source_onnx
             # symbolic shape inference fails on some graphs (contrib ops): retry without it
             for skip_symbolic in (False, True):
-                with quiet():
+                # ORT's symbolic shape inference dumps sym_shape_infer_temp.onnx (+ .data files) into the
+                # current directory when it gives up: keep that inside our work directory
+                with quiet(), contextlib.chdir(self.workdir):
                     try:
                         quant_pre_process(str(self.source_onnx), str(out), skip_symbolic_shape=skip_symbolic)
                     except Exception:  # noqa: BLE001 - pre-processing is an optimization, not a requirement

@@ -834,7 +834,14 @@ class RolloutEngine:
                 ctx.warnings.append(f"could not record the pause: {exc}")
             return
         if ctx.taken_over or ctx.remote_phase == "undone":
-            return  # someone else owns the rollout now: touch nothing
+            if ctx.remote_phase == "undone" and state.promoted_in_registry and not ctx.dry_run:
+                # an undo may have read the state before our registry promotion landed: take it back (CAS)
+                try:
+                    self.registry.restore(state.model, state.previous_version, state.version,
+                                          f"mlserve rollout undo in {ctx.namespace}")
+                except MlserveError as exc:
+                    ctx.warnings.append(f"registry rollback failed: {exc}")
+            return  # someone else owns the rollout now: touch nothing else
         reverted = False
         for attempt in range(3):
             try:
@@ -1103,11 +1110,12 @@ class RolloutEngine:
         if not dry_run:
             state.reverted = True
             self._save_final(ctx, lambda s: None, holder="")
-            if state.promoted_in_registry:
-                try:
-                    self.registry.rollback(name, f"mlserve rollout undo in {namespace}")
-                except MlserveError as exc:
-                    ctx.warnings.append(f"registry rollback failed: {exc}")
+            # always a compare-and-swap, even when the state does not (yet) say the registry was promoted:
+            # the process we interrupted may promote a moment after we read its state, and then undoes it too
+            try:
+                self.registry.restore(name, state.previous_version, state.version, f"mlserve rollout undo in {namespace}")
+            except MlserveError as exc:
+                ctx.warnings.append(f"registry rollback failed: {exc}")
         return AbortResult(model=name, version=state.version, namespace=namespace, phase_before=was, phase="undone",
                            changes=changes, already_reverted=False, warnings=ctx.warnings)
 

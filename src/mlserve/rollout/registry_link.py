@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlserve.errors import NotFoundError, UsageError
+from mlserve.errors import ExpectationFailedError, NotFoundError, UsageError
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,20 @@ class RegistryLink:
     def journal(self, model: str, kind: str, details: dict[str, Any], version: str | None = None) -> None:
         self.registry.journal_event(model, kind, details, version=version)
 
+    def restore(self, model: str, previous: str | None, expected: str, reason: str) -> bool:
+        """Put ``previous`` back in production if (and only if) production still holds ``expected``.
+
+        A compare-and-swap, so an undo and the rollout process it interrupted can both call it in
+        any order and production moves back exactly once.
+        """
+        if previous is None:
+            return False
+        try:
+            self.registry.promote(model, previous, stage="production", expect_current=expected, reason=reason)
+        except ExpectationFailedError:
+            return False
+        return True
+
 
 class NoRegistry:
     """For library callers that roll out plain version strings: nothing is resolved or recorded."""
@@ -82,3 +96,6 @@ class NoRegistry:
 
     def journal(self, model: str, kind: str, details: dict[str, Any], version: str | None = None) -> None:
         return None
+
+    def restore(self, model: str, previous: str | None, expected: str, reason: str) -> bool:
+        return False
