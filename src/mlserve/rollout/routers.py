@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from mlserve.errors import UsageError
 from mlserve.rollout.ops import Op, get_at, pointer, set_ops
@@ -67,8 +67,48 @@ class Router:
         return [], []
 
 
+class _SplitRouter(Router):
+    """A router whose object lists weighted destinations: spec.<rules>[i].<entries>[j].weight.
+
+    Subclasses say where the lists are (``_lists``), which entries are stable and canary
+    (``_splits``) and how to make a canary entry from the stable one (``_new_entry``).
+    """
+
+    _lists: ClassVar[tuple[str, str]] = ("rules", "backendRefs")
+
+    def _splits(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None]]:
+        raise NotImplementedError
+
+    def _new_entry(self, stable_entry: dict[str, Any], weight: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _path(self, i: int, *rest: Any) -> str:
+        return pointer("spec", self._lists[0], i, self._lists[1], *rest)
+
+    def snapshot_paths(self, obj: dict[str, Any]) -> list[str]:
+        # The two weights, or the slot a new canary entry will be appended at (absent now):
+        # a revert then touches only those, and a GitOps file keeps its comments.
+        paths = []
+        for i, s, c in self._splits(obj):
+            entries = obj["spec"][self._lists[0]][i][self._lists[1]]
+            paths.append(self._path(i, s, "weight"))
+            paths.append(self._path(i, c, "weight") if c is not None else self._path(i, len(entries)))
+        return paths
+
+    def weight_ops(self, obj: dict[str, Any], weight: int) -> list[Op]:
+        ops: list[Op] = []
+        for i, s, c in self._splits(obj):
+            entries = obj["spec"][self._lists[0]][i][self._lists[1]]
+            ops += set_ops(obj, self._path(i, s, "weight"), 100 - weight)
+            if c is not None:
+                ops += set_ops(obj, self._path(i, c, "weight"), weight)
+            elif weight > 0:
+                ops.append({"op": "add", "path": self._path(i, "-"), "value": self._new_entry(entries[s], weight)})
+        return ops
+
+
 @dataclass
-class GatewayRouter(Router):
+class GatewayRouter(_SplitRouter):
     name: str
     stable_service: str
     canary_service: str
@@ -91,29 +131,13 @@ class GatewayRouter(Router):
             )
         return found
 
-    def snapshot_paths(self, obj: dict[str, Any]) -> list[str]:
-        # The two weights, or the slot a new canary backendRef will be appended at (absent now):
-        # a revert then touches only those, and a GitOps file keeps its comments.
-        paths = []
-        for i, s, c in self._rules(obj):
-            refs = obj["spec"]["rules"][i]["backendRefs"]
-            paths.append(pointer("spec", "rules", i, "backendRefs", s, "weight"))
-            paths.append(pointer("spec", "rules", i, "backendRefs", c, "weight") if c is not None
-                         else pointer("spec", "rules", i, "backendRefs", len(refs)))
-        return paths
+    def _splits(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None]]:
+        return self._rules(obj)
 
-    def weight_ops(self, obj: dict[str, Any], weight: int) -> list[Op]:
-        ops: list[Op] = []
-        for i, s, c in self._rules(obj):
-            refs = obj["spec"]["rules"][i]["backendRefs"]
-            ops += set_ops(obj, pointer("spec", "rules", i, "backendRefs", s, "weight"), 100 - weight)
-            if c is not None:
-                ops += set_ops(obj, pointer("spec", "rules", i, "backendRefs", c, "weight"), weight)
-            elif weight > 0:
-                ref = {k: v for k, v in refs[s].items() if k != "weight"}
-                ref.update(name=self.canary_service, weight=weight)
-                ops.append({"op": "add", "path": pointer("spec", "rules", i, "backendRefs", "-"), "value": ref})
-        return ops
+    def _new_entry(self, stable_entry: dict[str, Any], weight: int) -> dict[str, Any]:
+        ref = {k: v for k, v in stable_entry.items() if k != "weight"}
+        ref.update(name=self.canary_service, weight=weight)
+        return ref
 
     def weight(self, obj: dict[str, Any]) -> int | None:
         i, s, c = self._rules(obj)[0]
@@ -207,7 +231,8 @@ def _rename_backend(node: Any, old: str, new: str) -> None:
 
 
 @dataclass
-class IstioRouter(Router):
+class IstioRouter(_SplitRouter):
+    _lists: ClassVar[tuple[str, str]] = ("http", "route")
     name: str
     stable_service: str
     canary_service: str
@@ -235,29 +260,15 @@ class IstioRouter(Router):
             raise UsageError(f"VirtualService {self.name} has no http route to {self.stable_service}")
         return found
 
-    def snapshot_paths(self, obj: dict[str, Any]) -> list[str]:
-        paths = []
-        for i, s, c in self._routes(obj):
-            routes = obj["spec"]["http"][i]["route"]
-            paths.append(pointer("spec", "http", i, "route", s, "weight"))
-            paths.append(pointer("spec", "http", i, "route", c, "weight") if c is not None
-                         else pointer("spec", "http", i, "route", len(routes)))
-        return paths
+    def _splits(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None]]:
+        return self._routes(obj)
 
-    def weight_ops(self, obj: dict[str, Any], weight: int) -> list[Op]:
-        ops: list[Op] = []
-        for i, s, c in self._routes(obj):
-            routes = obj["spec"]["http"][i]["route"]
-            ops += set_ops(obj, pointer("spec", "http", i, "route", s, "weight"), 100 - weight)
-            if c is not None:
-                ops += set_ops(obj, pointer("spec", "http", i, "route", c, "weight"), weight)
-            elif weight > 0:
-                entry = copy.deepcopy(routes[s])
-                host = entry["destination"]["host"]
-                entry["destination"]["host"] = self.canary_service + host[len(self.stable_service):]
-                entry["weight"] = weight
-                ops.append({"op": "add", "path": pointer("spec", "http", i, "route", "-"), "value": entry})
-        return ops
+    def _new_entry(self, stable_entry: dict[str, Any], weight: int) -> dict[str, Any]:
+        entry = copy.deepcopy(stable_entry)
+        host = entry["destination"]["host"]
+        entry["destination"]["host"] = self.canary_service + host[len(self.stable_service):]
+        entry["weight"] = weight
+        return entry
 
     def weight(self, obj: dict[str, Any]) -> int | None:
         i, s, c = self._routes(obj)[0]
