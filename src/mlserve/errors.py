@@ -85,6 +85,18 @@ class CorruptIndexError(IntegrityError):
     code = "corrupt_index"
 
 
+class StorageError(MlserveError):
+    """The operating system refused a file operation; wraps the OSError."""
+
+    exit_code = exitcodes.IO_ERROR
+    code = "io_error"
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> "StorageError":
+        where = f": {exc.filename}" if exc.filename else ""
+        return cls(f"{exc.strerror or exc}{where}", hint="check the path, its permissions and free space")
+
+
 class GateFailedError(MlserveError):
     """A gate said no. ``details`` carries the figures that made it fail."""
 

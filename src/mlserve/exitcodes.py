@@ -21,6 +21,8 @@ GATE_FAILED = 6
 """A gate said no: --require on metrics, a parity check, --fail-if-slower-than, an unstable benchmark."""
 MISSING_DEPENDENCY = 7
 """An optional dependency or capability is missing (install mlserve[x], or no CUDA/TensorRT here)."""
+IO_ERROR = 8
+"""The file system refused an operation (permission denied, disk full, not a directory)."""
 ROLLED_BACK = 10
 """Rollout: the judge (analysis or smoke check) failed a step and traffic went back to stable."""
 INCONCLUSIVE = 11

@@ -215,3 +215,16 @@ def test_every_command_and_option_has_help(cli) -> None:
                     assert param.help, f"{name} {sub_name}: option {param.name} has no help"
             options = {opt for p in sub.params for opt in getattr(p, "opts", [])}
             assert "--json" in options, f"{name} {sub_name} has no --json"
+
+
+def test_registry_path_problems_are_one_line_errors(cli, tmp_path: Path, artifacts) -> None:
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("not a registry")
+    r = cli("list", "--registry", a_file)
+    assert (r.exit_code, r.stderr) == (exitcodes.USAGE, f"error: registry path {a_file} is a file, not a directory "
+                                                         "(point --registry / MLSERVE_REGISTRY at a directory)\n")
+    r = cli("register", "m", artifacts["a"], "--registry", a_file / "below")
+    assert r.exit_code == exitcodes.IO_ERROR
+    assert r.stderr == (f"error: Not a directory: {a_file / 'below' / 'models'} "
+                        "(check the path, its permissions and free space)\n")
+    assert a_file.read_text() == "not a registry"

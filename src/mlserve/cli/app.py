@@ -12,7 +12,7 @@ from typer import _click as click  # typer vendors click: its exceptions are not
 from typer.core import TyperGroup
 
 from mlserve import __version__, config, exitcodes
-from mlserve.errors import MlserveError
+from mlserve.errors import MlserveError, StorageError
 
 
 def _wants_traceback(ctx: click.Context) -> bool:
@@ -33,6 +33,10 @@ _current_args: list[str] = []
 
 def _report(exc: BaseException, ctx: click.Context) -> int:
     """Print one line on stderr (and, under --json, an error document on stdout); return the exit code."""
+    if isinstance(exc, OSError) and not isinstance(exc, MlserveError):
+        wrapped = StorageError.from_os_error(exc)
+        wrapped.__traceback__ = exc.__traceback__
+        exc = wrapped
     if isinstance(exc, MlserveError):
         code, doc = exc.exit_code, exc.to_dict()
         line = f"error: {exc}"

@@ -161,6 +161,7 @@ class Registry:
     # ------------------------------------------------------------ root and locking
 
     def _ensure_root(self) -> None:
+        self._not_a_file()
         marker = self.root / "registry.json"
         if marker.exists():
             _load_doc(marker, RootIndex, "registry index")
@@ -174,7 +175,13 @@ class Registry:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         fsio.atomic_write_bytes(marker, _dump(RootIndex(created_at=now())))
 
+    def _not_a_file(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"registry path {self.root} is a file, not a directory",
+                             hint="point --registry / MLSERVE_REGISTRY at a directory")
+
     def _check_root(self) -> None:
+        self._not_a_file()
         marker = self.root / "registry.json"
         if marker.exists():
             _load_doc(marker, RootIndex, "registry index")
