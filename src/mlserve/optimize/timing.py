@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 from pydantic import BaseModel, Field
@@ -18,10 +17,8 @@ class TimingSettings(BaseModel):
 
 
 def measure(fn: Callable[[], Any], settings: TimingSettings, *, label: str, threads: int | None = None, progress: Progress = NULL_PROGRESS) -> Latency:
-    try:
-        from mlserve.benchmark.harness import MeasureConfig, measure_callable
-    except ImportError:  # the harness is optional for this module: fall back to a plain loop
-        return _plain_loop(fn, settings, threads)
+    from mlserve.benchmark.harness import MeasureConfig, measure_callable
+
     config = MeasureConfig(
         warmup_s=settings.warmup_s,
         min_iterations=settings.min_iterations,
@@ -34,24 +31,4 @@ def measure(fn: Callable[[], Any], settings: TimingSettings, *, label: str, thre
     return Latency(
         p50_ms=s.median_ms, p90_ms=s.p90_ms, mean_ms=s.mean_ms, min_ms=s.min_ms, iterations=s.count, threads=threads,
         harness="mlserve.benchmark.harness",
-    )
-
-
-def _plain_loop(fn: Callable[[], Any], settings: TimingSettings, threads: int | None) -> Latency:
-    import numpy as np
-
-    end = time.perf_counter() + settings.warmup_s
-    fn()
-    while time.perf_counter() < end:
-        fn()
-    samples: list[float] = []
-    stop = time.perf_counter() + settings.min_seconds
-    while len(samples) < settings.min_iterations or time.perf_counter() < stop:
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    arr = np.asarray(samples)
-    return Latency(
-        p50_ms=float(np.median(arr)), p90_ms=float(np.percentile(arr, 90)), mean_ms=float(arr.mean()), min_ms=float(arr.min()),
-        iterations=len(samples), threads=threads, harness="plain loop",
     )
