@@ -99,3 +99,41 @@ def test_undo_after_scale_down_brings_the_old_colour_back_first(blue, store, reg
     last = writes[-3:]
     assert last[0].endswith("/deployments/iris-blue") and last[1].endswith("/services/iris"), last
     assert registry.resolve("iris@production").version == "1"
+
+
+def test_undo_that_reads_the_state_before_the_registry_promotion_still_restores_production(blue, store, registry, cli):
+    """The race: undo runs between the selector switch and the rollout's registry promotion.
+
+    The registry link (injected, as in production) holds the promotion until the undo has finished,
+    which makes the interleaving deterministic. Production must end on the old version, moved back
+    exactly once.
+    """
+    import threading
+    import time
+
+    from mlserve.rollout.engine import RolloutEngine
+    from mlserve.rollout.registry_link import RegistryLink
+
+    undo_done = threading.Event()
+
+    class LatePromotion(RegistryLink):
+        def promote(self, model, version, reason):
+            undo_done.wait(20)
+            return super().promote(model, version, reason)
+
+    box = {}
+    rollout = RolloutEngine(store, judge=ScriptedJudge(), registry=LatePromotion(registry))
+    thread = threading.Thread(target=lambda: box.setdefault("r", rollout.run(bg(keep=30))))
+    thread.start()
+    end = time.monotonic() + 20
+    while selector(blue)["slot"] != "green" and time.monotonic() < end:
+        time.sleep(0.02)
+    result = cli("rollout", "undo", "iris", "-n", NS, "--server", blue.url, "--registry", str(registry.root), "--json")
+    undo_done.set()
+    assert result.exit_code == 0, result.stderr
+    thread.join(20)
+    assert box["r"].outcome == "aborted"
+    assert selector(blue) == {"app": "iris", "slot": "blue"}
+    assert registry.resolve("iris@production").version == "1"
+    moves = [(e.from_version, e.to_version) for e in registry.events("iris") if e.kind == "promote"]
+    assert moves[-2:] == [("1", "2"), ("2", "1")], "promoted late, then moved back exactly once"
