@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import getpass
+import math
 import os
 import shlex
 import socket
@@ -390,14 +391,14 @@ class RolloutEngine:
                 return "done"
             self.clock.sleep(min(end - now, next_poll - now, 0.05))
 
-    def _wait_ready(self, ctx: "_Ctx", name: str, what: str) -> None:
+    def _wait_ready(self, ctx: "_Ctx", name: str, what: str, *, min_replicas: int = 0) -> None:
         if not self.live or ctx.dry_run:
             return
         limit = time.monotonic() + ctx.cfg.ready_timeout
         next_beat = 0.0
         with self.progress.task(f"waiting for {what} {name} to be ready") as task:
             while True:
-                ready, detail = readiness(self.store.get("Deployment", name, ctx.namespace))
+                ready, detail = readiness(self.store.get("Deployment", name, ctx.namespace), min_replicas=min_replicas)
                 task.update(description=f"{what} {name}: {detail}")
                 if ready:
                     ctx.note(f"{what} {name} is ready ({detail})", self.clock.now())
@@ -573,6 +574,12 @@ class RolloutEngine:
         cfg, state, o = ctx.cfg, ctx.state, ctx.objects
         router: Router = ctx.router
         version_of = lambda obj: version_ops(obj, cfg.version, state.model, state.version)  # noqa: E731
+        if resumed and state.phase == "promoting":
+            # Every step had passed when the previous owner died: finish the promotion (each of its
+            # changes is idempotent) instead of sending traffic to a canary it may have scaled to 0.
+            ctx.note(f"resuming the promotion of {state.version}", self.clock.now())
+            self._promote_canary(ctx)
+            return
         if not resumed or state.step_index < 0:
             # The canary: created from stable where missing, told the version, then ready.
             ns = ctx.namespace
@@ -591,12 +598,13 @@ class RolloutEngine:
             if created is not None and self.store.get(router.kind, router.name, ns) is None:
                 self._create(ctx, created, f"create the {router.label} canary object")
         self._checkpoint(ctx)
-        self._wait_ready(ctx, cfg.canary_deployment, "canary")
+        self._wait_ready(ctx, cfg.canary_deployment, "canary", min_replicas=1)
         first = max(state.step_index, 0)
         for index in range(first, len(state.steps)):
             weight = state.steps[index]
             started = self.clock.now()
             self._checkpoint(ctx, lambda s: setattr(s, "step_index", index))
+            self._scale_canary(ctx, weight)  # capacity first, and ready, before the weight moves
             self._set_weight(ctx, weight, f"step {index + 1}: {weight}% to the canary")
             self._checkpoint(ctx, lambda s: setattr(s, "weight", weight))  # recorded once really applied
             ctx.note(f"step {index + 1}/{len(state.steps)}: {weight}% of traffic to {state.canary}", started)
@@ -605,6 +613,17 @@ class RolloutEngine:
             self._wait(ctx, cfg.pause)
             self._judge(ctx, index, weight, started)
         self._promote_canary(ctx)
+
+    def _canary_capacity(self, ctx: "_Ctx", weight: int) -> int:
+        """Replicas the canary needs for ``weight``% of the traffic: its share of stable's, at least --canary-replicas."""
+        stable = (ctx.objects.get("stable_dep") or {}).get("spec", {}).get("replicas", 1)
+        return max(1, ctx.cfg.canary_replicas, math.ceil(int(stable or 0) * weight / 100))
+
+    def _scale_canary(self, ctx: "_Ctx", weight: int) -> None:
+        want = self._canary_capacity(ctx, weight)
+        self._patch(ctx, "Deployment", ctx.cfg.canary_deployment,
+                    lambda d: set_ops(d, pointer("spec", "replicas"), want), f"scale the canary to {want} for {weight}%")
+        self._wait_ready(ctx, ctx.cfg.canary_deployment, "canary", min_replicas=1)
 
     def _set_weight(self, ctx: "_Ctx", weight: int, why: str) -> None:
         router: Router = ctx.router
@@ -953,6 +972,9 @@ class RolloutEngine:
             changes.append(PlannedChange(stage="wait", action="wait", kind="Deployment", name=cfg.canary_deployment,
                                          note="until observedGeneration, ready and available replicas match"))
             for index, weight in enumerate(state.steps):
+                want = self._canary_capacity(ctx, weight)
+                patch(f"scale the canary to {want} for {weight}%", "Deployment", cfg.canary_deployment,
+                      set_ops(current("Deployment", cfg.canary_deployment), pointer("spec", "replicas"), want))
                 patch(f"step {index + 1}: {weight}% to the canary", router.kind, router.name,
                       router.weight_ops(current(router.kind, router.name), weight))
                 changes.append(PlannedChange(stage=f"step {index + 1}", action="wait",

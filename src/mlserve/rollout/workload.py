@@ -169,11 +169,17 @@ def colour_deployment(live: dict[str, Any], *, name: str, key: str, colour: str)
             "metadata": {"name": name, "namespace": live["metadata"].get("namespace"), "labels": labels}, "spec": spec}
 
 
-def readiness(deployment: dict[str, Any] | None) -> tuple[bool, str]:
-    """Whether the rollout controller finished: observed generation, updated, ready and available replicas."""
+def readiness(deployment: dict[str, Any] | None, *, min_replicas: int = 0) -> tuple[bool, str]:
+    """Whether the rollout controller finished: observed generation, updated, ready and available replicas.
+
+    ``min_replicas``: a Deployment about to get traffic must run at least this many; one scaled
+    below it is never ready (a canary scaled to 0 would answer nothing).
+    """
     if deployment is None:
         return False, "does not exist"
     want = int(deployment.get("spec", {}).get("replicas", 1))
+    if want < min_replicas:
+        return False, f"scaled to {want}: needs at least {min_replicas} replica(s) before it gets traffic"
     status = deployment.get("status") or {}
     generation = deployment.get("metadata", {}).get("generation")
     observed = status.get("observedGeneration")
