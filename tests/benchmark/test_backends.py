@@ -31,7 +31,7 @@ def test_make_inputs_is_seeded_and_uses_the_batch_size() -> None:
 
 def test_dynamic_inner_dimension_needs_an_override(seq_onnx: Path) -> None:
     specs = bk.onnx_input_specs(seq_onnx)
-    with pytest.raises(UsageError, match=r"--input x:NxNx8:float32"):
+    with pytest.raises(UsageError, match=r"--input x:Nx<seq>x8:float32, a number in place of each <\.\.\.> \(N: the batch size\)"):
         bk.make_inputs(specs, 1, seed=0)
     resolved = bk.resolve_specs(specs, [bk.parse_input_override("x:2x5x8")])
     assert bk.make_inputs(resolved, None, seed=0)["x"].shape == (2, 5, 8)
@@ -46,7 +46,8 @@ def test_fixed_batch_dimension_refuses_another_batch_size() -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("x", "expected NAME:DIMS"), ("x:1x0:float32", "positive"), ("x:1xa", "dimensions must be"), ("x:1x2:complex", "unknown dtype")],
+    [("x", "expected NAME:DIMS"), ("x:1x0:float32", "positive"), ("x:1xa", "dimensions must be"), ("x:1x2:complex", "unknown dtype"),
+     ("x:1xN", "only the first"), ("x:n", "dimensions must be")],
 )
 def test_bad_input_overrides(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
@@ -139,3 +140,10 @@ def test_tensorrt_runner(matmul_onnx: tuple[Path, np.ndarray]) -> None:
     assert runner.provider.startswith("TensorRT")
     (y,) = runner.call()
     np.testing.assert_allclose(y.cpu().numpy(), inputs["x"] @ w, rtol=1e-2, atol=1e-2)
+
+
+def test_n_as_the_first_dimension_is_the_batch_size() -> None:
+    spec = bk.parse_input_override("x:Nx4:int64")
+    assert spec.shape == [None, 4] and spec.dtype == "int64"
+    assert bk.make_inputs([spec], 6, seed=0)["x"].shape == (6, 4)
+    assert bk.make_inputs([spec], None, seed=0)["x"].shape == (1, 4)

@@ -147,10 +147,75 @@ def test_fail_unstable(cli, tiny_onnx: Path, quick) -> None:
 def test_dynamic_dimension_needs_input_option(cli, seq_onnx: Path, quick) -> None:
     result = cli("benchmark", seq_onnx, *quick)
     assert result.exit_code == exitcodes.USAGE
-    assert result.stderr.strip() == ("error: input 'x' has a dynamic dimension 1 (seq); give its size with --input x:NxNx8:float32")
+    assert result.stderr.strip() == ("error: input 'x' has a dynamic dimension 1 (seq); give its size with"
+                                     " --input x:Nx<seq>x8:float32, a number in place of each <...> (N: the batch size)")
     result, doc = cli.json("benchmark", seq_onnx, "--input", "x:1x7x8:float32", *quick)
     assert result.exit_code == 0
     assert doc["result"]["inputs"] == {"x": {"shape": [1, 7, 8], "dtype": "float32"}}
+    # N, as the message suggests (and as optimize --input takes it), is the batch size of each run
+    result, doc = cli.json("benchmark", seq_onnx, "--input", "x:Nx7x8:float32", "--batch-size", "1,3", *quick)
+    assert result.exit_code == 0
+    assert [r["batch_size"] for r in doc["result"]["results"]] == [1, 3]
+    assert doc["result"]["inputs"] == {"x": {"shape": [1, 7, 8], "dtype": "float32"}}
+
+
+def test_input_with_n_for_the_batch_of_a_torch_file(cli, linear_exported: Path, quick) -> None:
+    result, doc = cli.json("benchmark", linear_exported, "--input", "x:Nx256", "--batch-size", "2,5", *quick)
+    assert result.exit_code == 0
+    assert [(r["backend"], r["batch_size"]) for r in doc["result"]["results"]] == [("torch", 2), ("torch", 5)]
+
+
+def _table_without_columns(monkeypatch: pytest.MonkeyPatch, *args: str):
+    """The CLI as CI runs it: stdout a pipe, no COLUMNS (rich then assumes 80 columns)."""
+    from typer.testing import CliRunner
+
+    from mlserve.cli.app import app
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # set by the autouse fixture
+    return CliRunner().invoke(app, [str(a) for a in args], env={"NO_COLOR": "1", "COLUMNS": None, "TERM": "dumb"})
+
+
+def test_table_is_complete_outside_a_terminal(tiny_onnx: Path, slow_onnx: Path, tmp_path: Path, quick, monkeypatch) -> None:
+    from mlserve.cli.benchmark import _ms
+
+    out = tmp_path / "runs.csv"
+    result = _table_without_columns(monkeypatch, "benchmark", tiny_onnx, slow_onnx, "--batch-size", "1,16", "--csv", out, *quick)
+    assert result.exit_code == 0, result.stderr
+    assert "…" not in result.stdout
+    lines = result.stdout.splitlines()
+    with out.open() as fh:
+        runs = list(csv.DictReader(fh))
+    for run in runs:
+        (line,) = [ln for ln in lines if ln.startswith(f"│ {run['label']} ") and " ms" not in ln and "%" in ln]
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        figures = [_ms(float(run[k])) for k in ("min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "std_ms")]
+        assert cells[1:10] == figures
+        (line,) = [ln for ln in lines if ln.startswith(f"│ {run['label']} ") and "%" not in ln]
+        assert f"{float(run['throughput_per_s']):,.1f}" in line
+
+
+def test_table_shows_the_whole_distribution(cli, tiny_onnx: Path, quick) -> None:
+    result = cli("benchmark", tiny_onnx, *quick)
+    assert result.exit_code == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if line.startswith("┃ run"))
+    assert [c.strip() for c in header.strip("┃").split("┃")] == [
+        "run", "min ms", "mean ms", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "p99.9 ms", "max ms", "std ms", "cv"]
+    assert "throughput and comparison" in result.stdout and "items/s" in result.stdout
+
+
+def test_tensorrt_engine_files(cli, tiny_onnx: Path, tmp_path: Path, quick) -> None:
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not a real engine")
+    result = cli("benchmark", engine, "--backend", "ort-cpu", *quick)
+    assert result.exit_code == exitcodes.USAGE
+    assert "no requested backend can run the given models" in result.stderr and "TensorRT engines: tensorrt" in result.stderr
+    if backend_available("tensorrt")[0]:
+        pytest.skip("TensorRT and a GPU are here: a real engine is exercised by the GPU checks")
+    for path in (engine, engine.with_suffix(".plan")):
+        path.write_bytes(b"not a real engine")
+        result = cli("benchmark", path, *quick)
+        assert result.exit_code == exitcodes.MISSING_DEPENDENCY, result.stderr
+        assert result.stderr.startswith("error: none of the requested backends can run here (tensorrt: ")
 
 
 @pytest.mark.parametrize(
@@ -214,3 +279,14 @@ def test_plot(cli, tiny_onnx: Path, matmul_onnx, tmp_path: Path, quick) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plot: {png}" in result.stdout
 
+
+
+def test_a_reference_that_cannot_run_here_is_not_a_gate_verdict(cli, tiny_onnx: Path, tmp_path: Path, quick) -> None:
+    if backend_available("tensorrt")[0]:
+        pytest.skip("TensorRT and a GPU are here")
+    engine = tmp_path / "ref.engine"
+    engine.write_bytes(b"not a real engine")
+    result = cli("benchmark", tiny_onnx, "--fail-if-slower-than", f"{engine}:10", *quick)
+    assert result.exit_code == exitcodes.MISSING_DEPENDENCY, result.stderr
+    assert result.stderr.startswith(f"error: --fail-if-slower-than {engine}: the reference cannot be measured here for"
+                                    " tiny.onnx (ort-cpu b1 c1) (tensorrt: ")

@@ -31,6 +31,8 @@ BACKENDS: dict[str, str] = {
 }
 ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
 TORCH_BACKENDS = ("torch", "torch-compile")
+ENGINE_BACKENDS = ("tensorrt",)
+ENGINE_SUFFIXES = (".engine", ".plan")
 
 DTYPES: dict[str, str] = {
     "float32": "float32", "float": "float32", "fp32": "float32",
@@ -51,7 +53,9 @@ class InputSpec(BaseModel):
 
 
 def parse_input_override(text: str) -> InputSpec:
-    """``name:1x3x224x224:float32`` (dtype optional, default float32) -> InputSpec."""
+    """``name:1x3x224x224:float32`` (dtype optional, default float32) -> InputSpec.
+
+    ``N`` as the first dimension (``x:Nx32``) stands for the batch size of each run, as in ``optimize --input``."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0]:
         raise UsageError(f"bad --input {text!r}: expected NAME:DIMS[:DTYPE], e.g. input:1x3x224x224:float32")
@@ -59,12 +63,15 @@ def parse_input_override(text: str) -> InputSpec:
     dtype = DTYPES.get(parts[2].lower()) if len(parts) == 3 else "float32"
     if dtype is None:
         raise UsageError(f"bad --input {text!r}: unknown dtype {parts[2]!r} (one of {', '.join(sorted(set(DTYPES.values())))})")
-    if not re.fullmatch(r"\d+(x\d+)*", dims):
-        raise UsageError(f"bad --input {text!r}: dimensions must be positive integers joined by 'x', e.g. 1x3x224x224")
-    shape = [int(d) for d in dims.split("x")]
-    if any(d <= 0 for d in shape):
+    if not re.fullmatch(r"(\d+|N)(x\d+)*", dims):
+        if re.fullmatch(r"(\d+|N)(x(\d+|N))*", dims):
+            raise UsageError(f"bad --input {text!r}: only the first (batch) dimension may be N; give the others as numbers")
+        raise UsageError(f"bad --input {text!r}: dimensions must be positive integers joined by 'x' (the first may be N"
+                         " for the batch size), e.g. 1x3x224x224 or Nx3x224x224")
+    shape: list[int | str | None] = [None if d == "N" else int(d) for d in dims.split("x")]
+    if any(isinstance(d, int) and d <= 0 for d in shape):
         raise UsageError(f"bad --input {text!r}: dimensions must be positive")
-    return InputSpec(name=name, shape=shape, dtype=dtype)  # type: ignore[arg-type]
+    return InputSpec(name=name, shape=shape, dtype=dtype)
 
 
 def onnx_input_specs(path: Path) -> list[InputSpec]:
@@ -118,9 +125,10 @@ def concrete_shape(spec: InputSpec, batch_size: int | None) -> tuple[int, ...]:
         elif i == 0:
             shape.append(batch_size or 1)
         else:
+            example = "x".join(str(d) if isinstance(d, int) else "N" if j == 0 else f"<{d or f'dim{j}'}>" for j, d in enumerate(spec.shape))
             raise UsageError(
                 f"input {spec.name!r} has a dynamic dimension {i} ({dim or '?'}); give its size with"
-                f" --input {spec.name}:{'x'.join(str(d) if isinstance(d, int) else 'N' for d in spec.shape)}:{spec.dtype}"
+                f" --input {spec.name}:{example}:{spec.dtype}, a number in place of each <...> (N: the batch size)"
             )
     return tuple(shape)
 
@@ -316,8 +324,13 @@ def _tensorrt_runner(model: Any, inputs: dict[str, np.ndarray]) -> Runner:  # pr
     trt = require("tensorrt", purpose="the tensorrt backend")
     torch = require("torch", purpose="CUDA buffers for TensorRT")
     if not isinstance(model, Path):
-        raise UsageError("backend tensorrt needs an ONNX file")
+        raise UsageError("backend tensorrt needs an ONNX file or a serialized engine (.engine, .plan)")
     logger = trt.Logger(trt.Logger.ERROR)
+    if model.suffix.lower() in ENGINE_SUFFIXES:  # built by `mlserve optimize --variant trt-*` or trtexec
+        engine = trt.Runtime(logger).deserialize_cuda_engine(model.read_bytes())
+        if engine is None:
+            raise UsageError(f"TensorRT cannot load the engine {model} (built by another TensorRT version or for another GPU?)")
+        return _engine_runner(trt, torch, engine, inputs)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
@@ -335,7 +348,15 @@ def _tensorrt_runner(model: Any, inputs: dict[str, np.ndarray]) -> Runner:  # pr
     if serialized is None:
         raise UsageError(f"TensorRT could not build an engine for {model}")
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    return _engine_runner(trt, torch, engine, inputs)
+
+
+def _engine_runner(trt: Any, torch: Any, engine: Any, inputs: dict[str, np.ndarray]) -> Runner:  # pragma: no cover - needs a GPU
     context = engine.create_execution_context()
+    missing = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
+               if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT and engine.get_tensor_name(i) not in inputs]
+    if missing:
+        raise UsageError(f"the TensorRT engine needs inputs {', '.join(missing)} that were not provided (describe them with --input)")
     buffers = {}
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
@@ -350,6 +371,8 @@ def _tensorrt_runner(model: Any, inputs: dict[str, np.ndarray]) -> Runner:  # pr
             buffers[name] = torch.empty(shape, dtype=dtype, device="cuda")
     for name, buf in buffers.items():
         context.set_tensor_address(name, buf.data_ptr())
+    if not context.all_binding_shapes_specified:
+        raise UsageError("the TensorRT engine does not accept the input shapes given (outside its optimization profile?)")
     stream = torch.cuda.Stream()
     outputs = [buf for name, buf in buffers.items() if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT]
 
@@ -366,3 +389,20 @@ def _tensorrt_runner(model: Any, inputs: dict[str, np.ndarray]) -> Runner:  # pr
         threads=None,
         details={"tensorrt_version": trt.__version__, "gpu": torch.cuda.get_device_name(0)},
     )
+
+
+def engine_input_specs(path: Path) -> list[InputSpec]:  # pragma: no cover - needs a GPU
+    """The inputs a serialized TensorRT engine declares (dynamic dimensions as None)."""
+    trt = require("tensorrt", purpose="reading TensorRT engines")
+    engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise UsageError(f"TensorRT cannot load the engine {path} (built by another TensorRT version or for another GPU?)")
+    specs = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+            continue
+        dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name
+        shape: list[int | str | None] = [int(d) if d >= 0 else None for d in engine.get_tensor_shape(name)]
+        specs.append(InputSpec(name=name, shape=shape, dtype=dtype))
+    return specs

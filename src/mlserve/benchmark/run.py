@@ -22,7 +22,8 @@ from mlserve.benchmark.harness import Comparison, LatencyStats, MeasureConfig, M
 from mlserve.errors import CapabilityUnavailableError, GateFailedError, NotFoundError, UsageError
 from mlserve.progress import NULL_PROGRESS, Progress
 
-MODEL_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript", ".jit": "torchscript", ".pt2": "torch-export"}
+MODEL_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript", ".jit": "torchscript", ".pt2": "torch-export",
+                  ".engine": "tensorrt-engine", ".plan": "tensorrt-engine"}
 STORED_KEYS = {  # registry metric name -> LatencyStats field
     "latency_p50_ms": "median_ms", "latency_mean_ms": "mean_ms", "latency_p90_ms": "p90_ms",
     "latency_p95_ms": "p95_ms", "latency_p99_ms": "p99_ms", "latency_p999_ms": "p999_ms",
@@ -57,7 +58,7 @@ class BenchmarkRequest(BaseModel):
 class ModelSource(BaseModel):
     text: str
     path: Path
-    kind: str = Field(description="onnx, torchscript or torch-export")
+    kind: str = Field(description="onnx, torchscript, torch-export or tensorrt-engine")
     ref: str | None = Field(None, description="NAME:VERSION when it came from the registry")
     stored_metrics: dict[str, float] = Field(default_factory=dict)
     stored_meta: dict[str, Any] = Field(default_factory=dict)
@@ -92,7 +93,7 @@ class SkippedRun(BaseModel):
 class GateCheck(BaseModel):
     candidate: str
     reference: str
-    source: str = Field(description="'measured' or 'stored-metrics'")
+    source: str = Field(description="'measured' (the reference run named in 'reference') or 'stored-metrics' (its recorded figure)")
     candidate_median_ms: float
     reference_median_ms: float
     ratio: float
@@ -105,7 +106,8 @@ class GateCheck(BaseModel):
 class GateResult(BaseModel):
     reference: str
     max_slowdown_pct: float
-    checks: list[GateCheck]
+    checks: list[GateCheck] = Field(description="one per candidate run that has a reference figure")
+    uncovered: list[str] = Field(default_factory=list, description="candidate runs without any reference figure (a failure)")
     passed: bool
 
 
@@ -223,7 +225,7 @@ def resolve_source(text: str, request: BenchmarkRequest) -> ModelSource:
 
 def _backends_for(source: ModelSource, requested: list[str] | None) -> tuple[list[str], list[str]]:
     """(backends to run for this model, backends that do not apply to its file type)."""
-    native = bk.ONNX_BACKENDS if source.kind == "onnx" else bk.TORCH_BACKENDS
+    native = {"onnx": bk.ONNX_BACKENDS, "tensorrt-engine": bk.ENGINE_BACKENDS}.get(source.kind, bk.TORCH_BACKENDS)
     if requested is None:
         return [native[0]], []
     return [b for b in requested if b in native], [b for b in requested if b not in native]
@@ -244,6 +246,12 @@ def _input_specs(sources: list[ModelSource], overrides: list[bk.InputSpec]) -> d
     for source in sources:
         if source.kind != "onnx":
             specs = overrides or first_onnx
+            if not specs and source.kind == "tensorrt-engine":
+                # an engine declares its inputs, but only TensorRT (with a GPU) can read them; without one
+                # the tensorrt backend is skipped as unavailable before any input is needed
+                specs = bk.engine_input_specs(source.path) if bk.backend_available("tensorrt")[0] else []
+                per_model[str(source.path)] = list(specs)
+                continue
             if not specs:
                 raise UsageError(f"{source.text} does not declare its inputs: describe them with --input NAME:DIMS:DTYPE")
             per_model[str(source.path)] = list(specs)
@@ -311,66 +319,197 @@ def _compare(a: ResultRow, b: ResultRow, request: BenchmarkRequest) -> Compariso
     return compare(ma, mb, confidence=request.confidence, resamples=request.resamples, seed=request.seed)
 
 
-def _gate_measured(ref_text: str, pct: float, candidates: list[ResultRow], references: list[ResultRow], request: BenchmarkRequest) -> GateResult:
-    checks = []
+def _measured_check(row: ResultRow, references: list[ResultRow], limit: float, request: BenchmarkRequest) -> GateCheck | None:
+    """Gate ``row`` against the reference run of the same backend, batch and concurrency (else batch and concurrency)."""
+    match = [r for r in references if (r.backend, r.batch_size, r.concurrency) == (row.backend, row.batch_size, row.concurrency)]
+    match = match or [r for r in references if (r.batch_size, r.concurrency) == (row.batch_size, row.concurrency)]
+    if not match:
+        return None
+    ref = match[0]
+    comp = _compare(ref, row, request)
+    return GateCheck(
+        candidate=row.label, reference=ref.label, source="measured", candidate_median_ms=row.stats.median_ms,
+        reference_median_ms=ref.stats.median_ms, ratio=comp.ratio, ci_low=comp.ci_low, ci_high=comp.ci_high,
+        limit=limit, passed=comp.ratio <= limit,
+    )
+
+
+class StoredFigure(BaseModel):
+    """A recorded ``latency_p50_ms`` of the reference and, as far as it was recorded, how it was measured."""
+
+    key: str
+    median_ms: float
+    origin: str = Field(description="'benchmark' (mlserve benchmark --record), 'optimize' (optimize --register) or 'unknown'")
+    backend: str | None = None
+    threads: int | None = Field(None, description="intra-op threads; None: the runtime's default")
+    threads_known: bool = False
+    machine: str | None = Field(None, description="the machine it was measured on, as recorded")
+    same_machine: bool | None = Field(None, description="None: not recorded")
+
+
+def _ort_default_threads(fingerprint: Fingerprint) -> int | None:
+    """What ONNX Runtime uses without an explicit thread count: one thread per physical core."""
+    return fingerprint.physical_cores or fingerprint.usable_cores or fingerprint.logical_cores
+
+
+def _machine_of(origin: str, meta: dict[str, Any], now: Fingerprint) -> tuple[str | None, bool | None]:
+    if origin == "benchmark":
+        bench = meta.get("benchmark") if isinstance(meta.get("benchmark"), dict) else {}
+        cpu = bench.get("cpu")
+        if not cpu:
+            return None, None
+        same = cpu == now.summary()
+        if "cpu_model" in bench:  # recorded since the summary gained a structured twin
+            same = bench.get("cpu_model") == now.cpu_model and bench.get("logical_cores") == now.logical_cores
+        return str(cpu), same
+    if origin == "optimize":
+        optimize = meta.get("optimize") if isinstance(meta.get("optimize"), dict) else {}
+        hardware = optimize.get("hardware") if isinstance(optimize.get("hardware"), dict) else {}
+        cpu = hardware.get("cpu")
+        if not cpu:
+            return None, None
+        cores = hardware.get("logical_cores")
+        same = cpu == now.cpu_model and (cores is None or cores == now.logical_cores)
+        return f"{cpu} ({cores or '?'} logical cores)", same
+    return None, None
+
+
+def _stored_figure(source: ModelSource, row: ResultRow, now: Fingerprint) -> StoredFigure | None:
+    """The recorded p50 for this row's setup: ``BACKEND.bN.cN.latency_p50_ms``, else the plain
+    ``latency_p50_ms``, which stands for batch 1, one stream (written by ``benchmark --record`` or
+    ``optimize --register``), with what is known of how it was measured."""
+    metrics, meta = source.stored_metrics, source.stored_meta
+    bench = meta.get("benchmark") if isinstance(meta.get("benchmark"), dict) else None
+    optimize = meta.get("optimize") if isinstance(meta.get("optimize"), dict) else None
+    key = f"{row.backend}.b{row.batch_size}.c{row.concurrency}.latency_p50_ms"
+    if key in metrics:
+        fig = StoredFigure(key=key, median_ms=metrics[key], origin="benchmark", backend=row.backend)
+        if bench is not None and "threads" in bench:
+            fig.threads, fig.threads_known = bench["threads"], True
+    elif "latency_p50_ms" in metrics and (row.batch_size, row.concurrency) == (1, 1):
+        key = "latency_p50_ms"
+        fig = StoredFigure(key=key, median_ms=metrics[key], origin="unknown")
+        plain = bench.get("plain") if bench is not None else None
+        if isinstance(plain, dict) and plain.get("latency_p50_ms", metrics[key]) == metrics[key]:
+            # benchmark --record says which run the plain keys came from (unless something wrote them since)
+            fig.origin, fig.backend = "benchmark", plain.get("backend")
+            fig.threads, fig.threads_known = plain.get("threads"), "threads" in plain
+        elif optimize is not None and (bench is None or "plain" in bench):
+            # optimize --register times batch 1 on ONNX Runtime (TensorRT for trt-* variants)
+            variant = str(optimize.get("variant") or "")
+            fig.origin = "optimize"
+            fig.backend = "tensorrt" if variant.startswith("trt") else None
+            recipe = optimize.get("recipe") if isinstance(optimize.get("recipe"), dict) else {}
+            session = recipe.get("session") if isinstance(recipe.get("session"), dict) else {}
+            fig.threads, fig.threads_known = session.get("intra_op_num_threads"), not variant.startswith("trt")
+        elif bench is not None:  # recorded by an older mlserve: backend and threads unknown
+            fig.origin = "benchmark"
+    else:
+        return None
+    fig.machine, fig.same_machine = _machine_of(fig.origin, meta, now)
+    return fig
+
+
+def _unlike(fig: StoredFigure, row: ResultRow, now: Fingerprint) -> str | None:
+    """Why the stored figure was not measured like ``row`` (None: like for like as far as recorded)."""
+    if fig.backend is not None and fig.backend != row.backend:
+        return f"it was measured on {fig.backend}, this run is {row.backend}"
+    if fig.origin == "optimize" and fig.backend is None and not row.backend.startswith("ort-"):
+        return f"it was measured on ONNX Runtime, this run is {row.backend}"
+    if fig.threads_known and row.backend.startswith("ort-"):
+        default = _ort_default_threads(now)
+        then, here = fig.threads or default, row.threads or default
+        if then != here:
+            return f"it was measured with {then} intra-op threads, this run with {here}"
+    return None
+
+
+def _stored_check(fig: StoredFigure, source: ModelSource, row: ResultRow, limit: float) -> GateCheck:
+    ratio = row.stats.median_ms / fig.median_ms
+    return GateCheck(
+        candidate=row.label, reference=f"{source.ref} (stored {fig.key})", source="stored-metrics",
+        candidate_median_ms=row.stats.median_ms, reference_median_ms=fig.median_ms, ratio=ratio, limit=limit,
+        passed=ratio <= limit,
+    )
+
+
+def _run_gate(
+    ref_text: str,
+    pct: float,
+    reference: ModelSource,
+    candidates: list[ResultRow],
+    reference_specs: Any,
+    request: BenchmarkRequest,
+    progress: Progress,
+) -> tuple[GateResult, list[ResultRow], list[str]]:
+    """Gate every candidate run: against the reference's stored figure for the same setup where there is one
+    (registry references), else against the reference's artifact, measured now for the runs that need it.
+
+    Returns the gate, the reference runs measured, and warnings."""
     limit = 1 + pct / 100
-    for row in candidates:
-        match = [r for r in references if (r.backend, r.batch_size, r.concurrency) == (row.backend, row.batch_size, row.concurrency)]
-        match = match or [r for r in references if (r.batch_size, r.concurrency) == (row.batch_size, row.concurrency)]
-        if not match:
-            continue
-        ref = match[0]
-        comp = _compare(ref, row, request)
-        checks.append(GateCheck(
-            candidate=row.label, reference=ref.label, source="measured", candidate_median_ms=row.stats.median_ms,
-            reference_median_ms=ref.stats.median_ms, ratio=comp.ratio, ci_low=comp.ci_low, ci_high=comp.ci_high,
-            limit=limit, passed=comp.ratio <= limit,
-        ))
-    return GateResult(reference=ref_text, max_slowdown_pct=pct, checks=checks, passed=all(c.passed for c in checks))
-
-
-def _stored_median(source: ModelSource, row: ResultRow) -> float | None:
-    """The recorded p50 for this row's setup; the plain ``latency_p50_ms`` stands for batch 1, one stream."""
-    specific = source.stored_metrics.get(f"{row.backend}.b{row.batch_size}.c{row.concurrency}.latency_p50_ms")
-    if specific is not None:
-        return specific
-    return source.stored_metrics.get("latency_p50_ms") if (row.batch_size, row.concurrency) == (1, 1) else None
-
-
-def _gate_stored(ref_text: str, pct: float, source: ModelSource, candidates: list[ResultRow]) -> GateResult:
-    checks = []
-    limit = 1 + pct / 100
-    for row in candidates:
-        median = _stored_median(source, row)
-        if median is None or median <= 0:
-            continue
-        ratio = row.stats.median_ms / median
-        checks.append(GateCheck(
-            candidate=row.label, reference=f"{source.ref} (stored latency_p50_ms)", source="stored-metrics",
-            candidate_median_ms=row.stats.median_ms, reference_median_ms=median, ratio=ratio, limit=limit,
-            passed=ratio <= limit,
-        ))
-    return GateResult(reference=ref_text, max_slowdown_pct=pct, checks=checks, passed=all(c.passed for c in checks))
-
-
-def _stored_figures_warning(reference: ModelSource) -> list[str]:
-    recorded_by = reference.stored_meta.get("benchmark")
-    cpu_then = recorded_by.get("cpu") if isinstance(recorded_by, dict) else None
-    now = collect().summary()
-    if cpu_then == now:
-        return []
-    return [f"{reference.ref}'s stored latency was measured on {cpu_then or 'an unrecorded machine'}, not this one ({now})"]
+    now = collect()
+    warnings: list[str] = []
+    stored: dict[int, StoredFigure] = {}
+    if reference.ref is not None:
+        for i, row in enumerate(candidates):
+            fig = _stored_figure(reference, row, now)
+            if fig is None or not (fig.median_ms > 0 and math.isfinite(fig.median_ms)):
+                continue
+            why = _unlike(fig, row, now)
+            if why is not None:
+                warnings.append(f"{reference.ref}'s stored {fig.key} is not comparable with {row.label} ({why}): its artifact was measured instead")
+                continue
+            stored[i] = fig
+    ref_rows: list[ResultRow] = []
+    ref_skipped: list[SkippedRun] = []
+    missing = [row for i, row in enumerate(candidates) if i not in stored]
+    if missing:
+        specs = reference_specs()
+        wanted = list(dict.fromkeys(r.backend for r in missing))
+        backends = _backends_for(reference, wanted)[0] or _backends_for(reference, None)[0]
+        for batch in dict.fromkeys(r.batch_size for r in missing):
+            concs = list(dict.fromkeys(r.concurrency for r in missing if r.batch_size == batch))
+            sub = request.model_copy(update={"batch_sizes": [batch], "concurrency": concs})
+            ref_rows += _measure_source(reference, "reference", backends, specs, sub, progress, ref_skipped)
+    checks: list[GateCheck] = []
+    uncovered: list[str] = []
+    for i, row in enumerate(candidates):
+        check = _stored_check(stored[i], reference, row, limit) if i in stored else _measured_check(row, ref_rows, limit, request)
+        if check is None:
+            uncovered.append(row.label)
+        else:
+            checks.append(check)
+    if uncovered and ref_skipped:  # a capability missing here, not a verdict on the candidate
+        reasons = "; ".join(dict.fromkeys(f"{s.backend}: {s.reason}" for s in ref_skipped))
+        raise CapabilityUnavailableError(
+            f"--fail-if-slower-than {ref_text}: the reference cannot be measured here for {', '.join(uncovered)} ({reasons})")
+    used = {id(f): f for f in stored.values()}.values()
+    for machine, same in dict.fromkeys((f.machine, f.same_machine) for f in used):
+        if same is None:
+            warnings.append(f"{reference.ref}'s stored latency was measured on an unrecorded machine, not necessarily this one ({now.summary()})")
+        elif not same:
+            warnings.append(f"{reference.ref}'s stored latency was measured on {machine}, not this one ({now.summary()})")
+    result = GateResult(
+        reference=ref_text, max_slowdown_pct=pct, checks=checks, uncovered=uncovered,
+        passed=bool(checks) and not uncovered and all(c.passed for c in checks),
+    )
+    return result, ref_rows, list(dict.fromkeys(warnings))
 
 
 def _gate_failures(gate: GateResult) -> list[str]:
+    failures = []
     if not gate.checks:
-        return [f"--fail-if-slower-than {gate.reference}: no figure of the reference matches any run's backend,"
-                " batch size and concurrency (nothing to compare)"]
-    return [
+        failures.append(f"--fail-if-slower-than {gate.reference}: the reference could not be measured like any run"
+                        " (nothing to compare; see the warnings)")
+    elif gate.uncovered:
+        failures.append(f"--fail-if-slower-than {gate.reference}: no reference figure for {', '.join(gate.uncovered)}"
+                        " (the reference could not be measured like these runs; see the warnings)")
+    failures += [
         f"{check.candidate} is {check.ratio - 1:+.1%} vs {check.reference}"
         f" (median {check.candidate_median_ms:.4g} ms vs {check.reference_median_ms:.4g} ms; limit +{gate.max_slowdown_pct:g}%)"
         for check in gate.checks if not check.passed
     ]
+    return failures
 
 
 def _record_target(request: BenchmarkRequest) -> tuple[str, str] | None:
@@ -391,18 +530,22 @@ def _record_metrics(request: BenchmarkRequest, target: tuple[str, str], rows: li
     under the plain keys (``latency_p50_ms`` ...), which the gate and ``promote --require`` read."""
     first_model = rows[0].model
     metrics: dict[str, float] = {}
-    plain_done = False
+    plain_row: ResultRow | None = None
     for row in (r for r in rows if r.model == first_model):
-        plain = not plain_done and (row.batch_size, row.concurrency) == (1, 1)
-        plain_done = plain_done or plain
+        plain = plain_row is None and (row.batch_size, row.concurrency) == (1, 1)
+        plain_row = row if plain else plain_row
         for key, field in STORED_KEYS.items():
             value = float(getattr(row.stats, field))
             metrics[f"{row.backend}.b{row.batch_size}.c{row.concurrency}.{key}"] = value
             if plain:
                 metrics[key] = value
     meta = {"benchmark": {
-        "cpu": fingerprint.summary(), "model": first_model, "seed": request.seed,
+        "cpu": fingerprint.summary(), "cpu_model": fingerprint.cpu_model, "logical_cores": fingerprint.logical_cores,
+        "model": first_model, "seed": request.seed, "threads": request.threads,
         "packages": fingerprint.packages, "config": request.measure.model_dump(mode="json"),
+        # which run the plain keys (latency_p50_ms ...) describe; None: this record wrote none
+        "plain": {"backend": plain_row.backend, "threads": request.threads, "batch_size": 1, "concurrency": 1,
+                  "latency_p50_ms": plain_row.stats.median_ms} if plain_row else None,
     }}
     _registry(request).record_metrics(target[0], target[1], metrics, meta=meta, reason="mlserve benchmark")
     return f"{target[0]}:{target[1]}"
@@ -484,10 +627,7 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
     reference: ModelSource | None = None
     if gate is not None:
         reference = resolve_source(gate[0], request)
-    use_stored = reference is not None and reference.ref is not None and any(
-        key.endswith("latency_p50_ms") for key in reference.stored_metrics)
-    measured_sources = sources + ([reference] if reference is not None and not use_stored else [])
-    specs = _input_specs(measured_sources, overrides)
+    specs = _input_specs(sources, overrides)
 
     warnings: list[str] = []
     skipped: list[SkippedRun] = []
@@ -499,7 +639,15 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
             skipped.append(SkippedRun(model=source.text, backend=backend, why="not-applicable", reason=f"does not run {source.kind} files"))
         plan.append((source, run))
     if not any(run for _, run in plan):
-        raise UsageError("no requested backend can run the given models (ONNX files: ort-*, tensorrt; torch files: torch, torch-compile)")
+        raise UsageError("no requested backend can run the given models (ONNX files: ort-*, tensorrt; torch files: torch, torch-compile;"
+                         " TensorRT engines: tensorrt)")
+    if reference is not None:  # check the reference's inputs before measuring anything (torch candidates may borrow them)
+        try:
+            specs = _input_specs(sources + [reference], overrides)
+        except UsageError:
+            if reference.ref is None:  # a file is always measured
+                raise
+            # a registry reference may need no measuring (stored figures): complain only if it must be measured
 
     for source, run in plan:
         rows += _measure_source(source, "candidate", run, specs[str(source.path)], request, progress, skipped)
@@ -514,15 +662,11 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
     failures: list[str] = []
     gate_result: GateResult | None = None
     if gate is not None and reference is not None:
-        if use_stored:
-            gate_result = _gate_stored(gate[0], gate[1], reference, rows)
-            warnings += _stored_figures_warning(reference)
-        else:
-            used = sorted({r.backend for r in rows}, key=list(bk.BACKENDS).index)
-            ref_run = _backends_for(reference, used)[0] or _backends_for(reference, None)[0]
-            ref_rows = _measure_source(reference, "reference", ref_run, specs[str(reference.path)], request, progress, [])
-            gate_result = _gate_measured(gate[0], gate[1], rows, ref_rows, request)
-            rows += ref_rows
+        ref = reference
+        gate_result, ref_rows, gate_warnings = _run_gate(
+            gate[0], gate[1], ref, rows, lambda: _input_specs(sources + [ref], overrides)[str(ref.path)], request, progress)
+        rows += ref_rows
+        warnings += gate_warnings
         failures += _gate_failures(gate_result)
     unstable = [r.label for r in rows if not r.stable]
     if unstable:
@@ -531,7 +675,12 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
 
     fingerprint = collect()
     candidates = [r for r in rows if r.role == "candidate"]
-    recorded = _record_metrics(request, record_target, candidates, fingerprint) if record_target else None
+    recorded = None
+    if record_target and failures:  # a failed run must never become a later gate's baseline
+        warnings.append(f"nothing was recorded on {record_target[0]}:{record_target[1]}: the benchmark failed"
+                        f" ({len(failures)} failure{'s' if len(failures) > 1 else ''}, see the error)")
+    elif record_target:
+        recorded = _record_metrics(request, record_target, candidates, fingerprint)
     if request.csv_path is not None:
         write_csv(request.csv_path, rows)
     if request.plot_path is not None:
