@@ -15,7 +15,9 @@ per metric:
    ``max`` metrics, down for ``min`` metrics, either with ``fail_on: either``) gives the verdict
    ``high``/``low``; a significant improvement passes.
 3. Fewer than ``min_points`` finite points on a side that a check needs: ``inconclusive``, never a
-   pass. A real threshold failure is still reported as ``fail``.
+   pass. A real threshold failure is still reported as ``fail``. Samples too small for a bounded
+   interval at ``confidence`` make the comparison ``inconclusive`` too; a ``min_points`` that
+   allows such samples for a compared metric is refused when the spec is validated.
 
 With ``AnalysisContext.compare`` false (stable serves no traffic, e.g. at a 100 % step) only
 thresholds are checked; a metric that has none is ``skipped`` and left out of the score.
@@ -40,7 +42,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlserve.errors import UsageError
+from mlserve.errors import NotFoundError, UsageError
 
 PLACEHOLDERS = ("target", "namespace", "window", "model")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -137,6 +139,16 @@ class AnalysisSpec(BaseModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"metric names must be unique, repeated: {', '.join(duplicates)}")
+        from mlserve.rollout.stats import smallest_bounded_sample
+
+        smallest = smallest_bounded_sample(self.confidence)
+        for i, metric in enumerate(self.metrics):
+            if metric.compare and metric.min_points < smallest:
+                raise _FieldError(
+                    ("metrics", i, "min_points"),
+                    f"{metric.min_points} point(s) per side cannot give a bounded {self.confidence:.4g} confidence "
+                    f"interval for the comparison of {metric.name!r}; use min_points >= {smallest} (or a lower confidence)",
+                )
         return self
 
     def min_range(self) -> timedelta:
@@ -149,12 +161,28 @@ class AnalysisSpec(BaseModel):
         return parse_duration(self.step) * max(most - 1, 0)
 
 
+class _FieldError(ValueError):
+    """A problem found by a model-level check that belongs to one field (``loc``), e.g. ``metrics.0.min_points``."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
 def _spec_error(source: str, exc: ValidationError) -> UsageError:
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return UsageError(f"{source}: {where}: {first['msg']}{more}", details={"errors": [{"loc": list(map(str, e["loc"])), "msg": e["msg"]} for e in errors]})
+    """One line naming every problem, unknown keys (typos) first, separated by "; "."""
+    problems = []
+    for e in exc.errors():
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, _FieldError):
+            loc, msg = cause.loc, cause.message
+        else:
+            loc, msg = e["loc"], e["msg"]
+        problems.append((e["type"] != "extra_forbidden", [str(part) for part in loc], msg))
+    problems.sort(key=lambda p: p[0])  # stable: unknown keys first, the rest in pydantic's order
+    text = "; ".join(f"{'.'.join(loc) or '(top level)'}: {msg}" for _, loc, msg in problems)
+    return UsageError(f"{source}: {text}", details={"errors": [{"loc": loc, "msg": msg} for _, loc, msg in problems]})
 
 
 def analysis_from_dict(doc: Any, *, source: str = "analysis") -> AnalysisSpec:
@@ -190,7 +218,7 @@ def load_analysis(path: str | Path) -> AnalysisSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise UsageError(f"analysis file {path} does not exist") from exc
+        raise NotFoundError(f"analysis file {path} does not exist", hint="check the --analysis path") from exc
     except OSError as exc:
         raise UsageError(f"cannot read analysis file {path}: {exc.strerror or exc}") from exc
     if path.suffix.lower() == ".json":
@@ -431,21 +459,30 @@ def judge_metric(metric: MetricSpec, canary: list[float], stable: list[float], *
             hl = stats.hodges_lehmann(a, b, confidence)
             result.mann_whitney_u, result.p_value = mw.u, mw.p_value
             result.shift, result.shift_low, result.shift_high = hl.estimate, hl.low, hl.high
-            base = abs(result.stable_median or 0.0)
-            up = max(metric.tolerance, metric.allowed_increase_pct / 100.0 * base)
-            down = max(metric.tolerance, metric.allowed_decrease_pct / 100.0 * base)
-            above = hl.low is not None and hl.low > 0 and hl.estimate > up
-            below = hl.high is not None and hl.high < 0 and -hl.estimate > down
-            result.comparison = "high" if above else "low" if below else "pass"
-            result.allowance = up if hl.estimate >= 0 else down
-            worse = (above or below) and (
-                metric.fail_on == "either" or (above and metric.direction == "max") or (below and metric.direction == "min")
-            )
-            if worse:
+            if hl.low is None or hl.high is None:
+                # Too few points for an interval at this confidence: nothing can be concluded, and
+                # "no significant shift" would let any regression through.
+                result.comparison = "inconclusive"
                 reasons.append(
-                    f"canary is {'higher' if above else 'lower'} than stable by {abs(hl.estimate):.6g} "
-                    f"({confidence:.0%} CI {_fmt(hl.low)}..{_fmt(hl.high)}, p={mw.p_value:.3g}, allowance {result.allowance:.6g})"
+                    f"comparison: {len(a)} canary and {len(b)} stable point(s) are too few for a bounded {confidence:.4g} "
+                    f"confidence interval; use min_points >= {stats.smallest_bounded_sample(confidence)}"
                 )
+            else:
+                base = abs(result.stable_median or 0.0)
+                up = max(metric.tolerance, metric.allowed_increase_pct / 100.0 * base)
+                down = max(metric.tolerance, metric.allowed_decrease_pct / 100.0 * base)
+                above = hl.low is not None and hl.low > 0 and hl.estimate > up
+                below = hl.high is not None and hl.high < 0 and -hl.estimate > down
+                result.comparison = "high" if above else "low" if below else "pass"
+                result.allowance = up if hl.estimate >= 0 else down
+                worse = (above or below) and (
+                    metric.fail_on == "either" or (above and metric.direction == "max") or (below and metric.direction == "min")
+                )
+                if worse:
+                    reasons.append(
+                        f"canary is {'higher' if above else 'lower'} than stable by {abs(hl.estimate):.6g} "
+                        f"({confidence:.0%} CI {_fmt(hl.low)}..{_fmt(hl.high)}, p={mw.p_value:.3g}, allowance {result.allowance:.6g})"
+                    )
 
     if result.threshold_verdict == "fail":
         result.verdict = "fail"

@@ -6,7 +6,8 @@ is refused), reads the weight back, and reports problems a controller recorded o
 
 * :class:`GatewayRouter`: Gateway API ``HTTPRoute`` ``backendRefs[].weight`` (integer proportions:
   stable ``100 - w``, canary ``w``); after a change the route's ``status.parents[].conditions``
-  ``Accepted`` and ``ResolvedRefs`` must be ``True``.
+  ``Accepted`` and ``ResolvedRefs`` must be ``True``. A rule that also sends traffic to a third
+  backend is refused (like Istio's): its share cannot be kept while stable and canary sum to 100.
 * :class:`NginxRouter`: a second ``Ingress`` with ``nginx.ingress.kubernetes.io/canary: "true"`` and
   ``canary-weight: "w"`` (created from the stable Ingress when missing).
 * :class:`IstioRouter`: ``VirtualService`` ``spec.http[].route[].weight``, summing to 100.
@@ -122,8 +123,17 @@ class GatewayRouter(_SplitRouter):
             refs = rule.get("backendRefs") or []
             stable = [j for j, r in enumerate(refs) if r.get("name") == self.stable_service and r.get("kind", "Service") == "Service"]
             canary = [j for j, r in enumerate(refs) if r.get("name") == self.canary_service and r.get("kind", "Service") == "Service"]
-            if stable:
-                found.append((i, stable[0], canary[0] if canary else None))
+            if not stable:
+                continue
+            others = set(range(len(refs))) - {stable[0]} - set(canary[:1])
+            if others:
+                names = ", ".join(sorted({str(refs[j].get("name", "?")) for j in others}))
+                raise UsageError(
+                    f"HTTPRoute {self.name} rules[{i}] sends traffic to backends other than stable and canary ({names}); "
+                    "mlserve only manages a two-way split",
+                    hint=f"move the other backends to their own rule, or point --route at a route whose rule has only {self.stable_service}",
+                )
+            found.append((i, stable[0], canary[0] if canary else None))
         if not found:
             raise UsageError(
                 f"HTTPRoute {self.name} has no rule with a backendRef to Service {self.stable_service}",

@@ -1,6 +1,8 @@
 """Rollout state kept in the cluster: one ``Lease`` per model, the lock and the record at once.
 
-The Lease ``mlserve-rollout-<model>`` in the rollout's namespace holds:
+The Lease ``mlserve-rollout-<model>`` in the rollout's namespace (:func:`lease_name`: a model name
+that is not a plain lowercase DNS name gets a hash of its exact spelling, so ``IRIS`` and ``iris``
+never share one; :meth:`LeaseStateStore.load` refuses a Lease holding another model's state) holds:
 
 * ``spec.holderIdentity`` (the owner: user@host:pid), ``spec.renewTime`` (the owner's heartbeat)
   and ``spec.leaseDurationSeconds`` (after which a silent owner is presumed dead);
@@ -17,6 +19,7 @@ running pipeline).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -50,9 +53,38 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def lease_name(model: str) -> str:
+LEASE_PREFIX = "mlserve-rollout-"
+_PLAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_MAX = 63  # a label value's limit
+
+
+def _model_slug(model: str) -> str:
+    """A DNS-label-safe form of ``model``, unique per exact name.
+
+    A plain lowercase DNS name (``iris``, ``churn-v2``) is kept as is, so existing Leases keep their
+    names. Anything else (``IRIS``, ``my_model``, ``iris.v2``) is lowercased, every other character
+    becomes ``-``, and 8 hex digits of the exact name's sha256 are appended: ``IRIS``, ``Iris`` and
+    ``iris`` get three different Leases.
+    """
+    if _PLAIN.match(model) and len(LEASE_PREFIX) + len(model) <= 253:
+        return model
     slug = re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-") or "model"
-    return f"mlserve-rollout-{slug}"[:253]
+    digest = hashlib.sha256(model.encode("utf-8")).hexdigest()[:8]
+    return f"{slug[:200]}-{digest}"
+
+
+def lease_name(model: str) -> str:
+    """The Lease of ``model``'s rollouts: ``mlserve-rollout-<model>`` (see :func:`_model_slug`)."""
+    return LEASE_PREFIX + _model_slug(model)
+
+
+def _model_label(model: str) -> str:
+    """The model label's value: the slug, shortened with its own hash to a label value's 63 characters."""
+    slug = _model_slug(model)
+    if len(slug) <= _LABEL_MAX:
+        return slug
+    digest = hashlib.sha256(model.encode("utf-8")).hexdigest()[:8]
+    return f"{slug[:_LABEL_MAX - 9].rstrip('-')}-{digest}"
 
 
 def micro_time(when: datetime) -> str:
@@ -162,6 +194,13 @@ class LeaseStateStore:
             state = RolloutState.model_validate(json.loads(raw))
         except (ValueError, TypeError) as exc:
             raise IntegrityError(f"Lease {self.namespace}/{lease_name(model)} holds an unreadable rollout state: {exc}") from None
+        if state.model != model:
+            # Only a Lease written by an older mlserve (which gave IRIS and iris one Lease) can get here.
+            raise ConflictError(
+                f"Lease {self.namespace}/{lease_name(model)} holds the rollout state of model {state.model!r}, not {model!r}",
+                hint=f"an older mlserve gave both names one Lease; finish or abort the rollout of {state.model!r} "
+                     "with that version, or delete the Lease once nothing uses it",
+            )
         spec = lease.get("spec") or {}
         renewed = _parse_time(spec.get("renewTime"))
         duration = float(spec.get("leaseDurationSeconds") or state.lease_seconds)
@@ -177,7 +216,7 @@ class LeaseStateStore:
             "metadata": {
                 "name": lease_name(state.model),
                 "namespace": self.namespace,
-                "labels": {MODEL_LABEL: lease_name(state.model)[len("mlserve-rollout-"):],
+                "labels": {MODEL_LABEL: _model_label(state.model),
                            "app.kubernetes.io/managed-by": "mlserve"},
                 "annotations": {STATE_ANNOTATION: state.model_dump_json()},
             },

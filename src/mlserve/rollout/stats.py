@@ -13,14 +13,18 @@ full of ties, so the comparison is rank based:
   d(N)``, the interval is ``[d(k), d(N - k + 1)]`` where ``k = ceil(N/2 - z * sqrt(n*m*(n+m+1)/12))``
   and ``z`` is the two-sided normal quantile of the confidence. This is exactly the set of shifts
   ``delta`` for which the U test of ``canary - delta`` against ``stable`` (normal approximation,
-  no continuity correction) does not reject; the tests check it by that inversion.
+  no continuity correction) does not reject; the tests check it by that inversion. With too few
+  points ``k < 1`` and there is no interval at that confidence (``low``/``high`` are None):
+  :func:`smallest_bounded_sample` gives the smallest per-side sample size that has one.
 
-scipy is imported lazily (``mlserve[stats]``); numpy is a core dependency.
+scipy is imported lazily (``mlserve[stats]``, for the U test only; the normal quantile comes from
+the standard library, so an analysis spec can be validated without scipy); numpy is a core dependency.
 """
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Sequence
 
 from pydantic import BaseModel
@@ -50,8 +54,7 @@ class MannWhitney(BaseModel):
 def _z(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    stats = require("scipy.stats", purpose="the canary analysis")
-    return float(stats.norm.ppf(0.5 + confidence / 2.0))
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
 
 def thin(values: Sequence[float], keep: int) -> list[float]:
@@ -78,6 +81,14 @@ def order_statistic_index(n: int, m: int, confidence: float) -> int:
     sigma = math.sqrt(n * m * (n + m + 1) / 12.0)
     # A tiny epsilon keeps ceil() from jumping a whole rank on a value that is an integer up to rounding.
     return math.ceil(pairs / 2.0 - _z(confidence) * sigma - 1e-9)
+
+
+def smallest_bounded_sample(confidence: float) -> int:
+    """The smallest ``n`` for which two samples of ``n`` points each give a bounded interval."""
+    n = 1
+    while order_statistic_index(n, n, confidence) < 1:
+        n += 1
+    return n
 
 
 def hodges_lehmann(canary: Sequence[float], stable: Sequence[float], confidence: float = 0.95) -> ShiftEstimate:

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from mlserve.errors import UsageError
+from mlserve import exitcodes
+from mlserve.errors import NotFoundError, UsageError
 from mlserve.rollout.analysis import AnalysisSpec, default_analysis, load_analysis, parse_duration, render_query
 
 YAML = """\
@@ -89,8 +90,10 @@ def test_errors_name_the_file_and_field(tmp_path, text, message):
 
 
 def test_missing_file_and_bad_json(tmp_path):
-    with pytest.raises(UsageError, match=r"analysis file .*nope.yaml does not exist"):
+    # A file that does not exist is "not found" (exit 3, as the README's table says), not a usage error.
+    with pytest.raises(NotFoundError, match=r"analysis file .*nope.yaml does not exist") as info:
         load_analysis(tmp_path / "nope.yaml")
+    assert info.value.exit_code == exitcodes.NOT_FOUND == 3
     bad = tmp_path / "a.json"
     bad.write_text("{")
     with pytest.raises(UsageError, match=r"a.json: not valid JSON: .* line 1 column 2"):
@@ -123,3 +126,43 @@ def test_parse_duration():
 def test_spec_round_trips_through_json():
     spec = default_analysis(min_points=5)
     assert AnalysisSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_every_problem_is_shown_unknown_keys_first(tmp_path):
+    """A typo such as `treshold` must not hide behind another error ("and 1 more problem(s)")."""
+    path = tmp_path / "a.yaml"
+    path.write_text("step: soon\nmetrics:\n  - name: x\n    query: up\n    treshold: 1\n")
+    with pytest.raises(UsageError) as info:
+        load_analysis(path)
+    message = info.value.message
+    assert "\n" not in message and "more problem" not in message
+    assert message.startswith(f"{path}: metrics.0.treshold: Extra inputs are not permitted; ")
+    assert "; step: Value error, not a Prometheus duration: 'soon'" in message
+    assert "; metrics.0.direction: Field required" in message
+    assert [e["loc"] for e in info.value.details["errors"]] == [["metrics", "0", "treshold"], ["metrics", "0", "direction"], ["step"]]
+
+
+@pytest.mark.parametrize("confidence,smallest", [(0.95, 3), (0.99, 5), (0.999, 8)])
+def test_min_points_too_small_for_a_bounded_interval_is_refused(tmp_path, confidence, smallest):
+    """At 95 % two points per side can never bound the shift: refused at load time, naming the field and the fix.
+
+    By hand, k = ceil(n^2/2 - z * sqrt(n^2 (2n + 1) / 12)) must reach 1. 95 %: n = 2 gives 2 - 1.96 * 1.291 < 0,
+    n = 3 gives 4.5 - 1.96 * 2.291 = 0.009. 99 %: n = 4 gives 8 - 2.576 * 3.464 < 0, n = 5 gives 12.5 - 2.576 * 4.787
+    = 0.17. 99.9 %: n = 7 gives 24.5 - 3.291 * 7.826 < 0, n = 8 gives 32 - 3.291 * 9.522 = 0.66.
+    """
+    path = tmp_path / "a.yaml"
+    metric = "  - {name: lat, query: 'sum(x{a=\"{target}\"})', direction: max, min_points: %d}\n"
+    path.write_text(f"confidence: {confidence}\nmetrics:\n" + metric % (smallest - 1))
+    with pytest.raises(UsageError) as info:
+        load_analysis(path)
+    assert info.value.message == (
+        f"{path}: metrics.0.min_points: {smallest - 1} point(s) per side cannot give a bounded {confidence:g} confidence "
+        f"interval for the comparison of 'lat'; use min_points >= {smallest} (or a lower confidence)"
+    )
+    path.write_text(f"confidence: {confidence}\nmetrics:\n" + metric % smallest)
+    assert load_analysis(path).metrics[0].min_points == smallest
+    # Without a comparison a threshold needs no interval: one point is enough.
+    path.write_text("metrics:\n  - {name: lat, query: up, direction: max, threshold: 1, compare: false, min_points: 1}\n")
+    assert load_analysis(path).metrics[0].min_points == 1
+    with pytest.raises(UsageError, match="default analysis: metrics.0.min_points: 2 point"):
+        default_analysis(min_points=2)

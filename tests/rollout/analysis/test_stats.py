@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import statistics
+from statistics import NormalDist
 
 import pytest
 from hypothesis import given, settings
@@ -46,6 +48,63 @@ def test_mann_whitney_u_by_hand():
     result = stats.mann_whitney([1.0, 2.0, 3.0], [0.0, 1.0])
     assert result.u == 5.5
     assert 0.0 < result.p_value <= 1.0
+
+
+def _exact_two_sided_p(canary, stable):
+    """The exact two-sided p-value by brute force: every way to give the pooled ranks to the canary (no ties)."""
+    pooled = sorted(canary + stable)
+    assert len(set(pooled)) == len(pooled), "the enumeration assumes no ties"
+    n, total = len(canary), len(pooled)
+    u_observed = sum(c > s for c in canary for s in stable)
+    us = [sum(ranks) - n * (n + 1) // 2 for ranks in itertools.combinations(range(1, total + 1), n)]
+    at_most = sum(u <= u_observed for u in us)
+    at_least = sum(u >= u_observed for u in us)
+    return u_observed, min(1.0, 2 * min(at_most, at_least) / len(us))
+
+
+@pytest.mark.parametrize("n,m,seed,shift", [(3, 2, 1, 0.0), (4, 4, 2, 0.5), (5, 3, 3, 2.0), (6, 7, 4, 1.0), (7, 7, 5, 3.0)])
+def test_mann_whitney_exact_p_value_by_enumeration(n, m, seed, shift):
+    """Small samples without ties: the p-value is the exact permutation one, as enumerated here and by scipy's exact method."""
+    from scipy.stats import mannwhitneyu
+
+    rng = random.Random(seed)
+    stable = [rng.random() for _ in range(m)]
+    canary = [rng.random() + shift for _ in range(n)]
+    u, expected = _exact_two_sided_p(canary, stable)
+    result = stats.mann_whitney(canary, stable)
+    assert result.u == u
+    assert result.p_value == pytest.approx(expected, rel=1e-12, abs=0)
+    scipy_exact = mannwhitneyu(canary, stable, alternative="two-sided", method="exact").pvalue
+    assert scipy_exact == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_mann_whitney_exact_p_value_of_complete_separation():
+    # 4 canary points all above 3 stable points: U = 12 is the largest of C(7, 4) = 35 equally likely
+    # rank sets, as is U = 0 at the other end: p = 2 / 35.
+    result = stats.mann_whitney([10.0, 11.0, 12.0, 13.0], [1.0, 2.0, 3.0])
+    assert result.u == 12.0
+    assert result.p_value == pytest.approx(2 / 35, rel=1e-12)
+
+
+def test_mann_whitney_normal_approximation_with_ties_by_hand():
+    """With ties scipy uses the normal approximation, with tie correction and continuity correction.
+
+    Pooled sorted: 1s 2s 3c 3s 4c 4c 4s 5c 5s 5s 7c 8c (c canary, s stable); mid-ranks 3 -> 3.5, 4 -> 6, 5 -> 9.
+    Canary rank sum 3.5 + 6 + 6 + 9 + 11 + 12 = 47.5, U = 47.5 - 6*7/2 = 26.5; n*m/2 = 18.
+    Ties of sizes 2, 3, 3: sum(t^3 - t) = 6 + 24 + 24 = 54, N = 12:
+    sigma^2 = n*m/12 * ((N + 1) - 54 / (N (N - 1))) = 3 * (13 - 54/132) = 37.772727, sigma = 6.1459521.
+    z = (|26.5 - 18| - 0.5) / sigma = 1.3016698; p = 2 * (1 - Phi(z)) = 0.1930293.
+    (Without the tie correction sigma = sqrt(39) and p would be 0.2002.)
+    """
+    canary = [3.0, 4.0, 4.0, 5.0, 7.0, 8.0]
+    stable = [1.0, 2.0, 3.0, 4.0, 5.0, 5.0]
+    result = stats.mann_whitney(canary, stable)
+    assert result.u == 26.5
+    sigma = math.sqrt(6 * 6 / 12 * ((12 + 1) - 54 / (12 * 11)))
+    assert sigma == pytest.approx(6.1459521, abs=1e-7)
+    by_hand = 2 * (1 - NormalDist().cdf((abs(26.5 - 18) - 0.5) / sigma))
+    assert by_hand == pytest.approx(0.1930293, abs=1e-7)
+    assert result.p_value == pytest.approx(by_hand, rel=1e-9)
 
 
 def test_constant_identical_samples_show_no_difference():

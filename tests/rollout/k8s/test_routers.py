@@ -130,6 +130,42 @@ def test_routers_refuse_objects_they_cannot_manage():
         IstioRouter("iris", "iris", "iris-canary").weight_ops(vs, 10)
 
 
+def test_gateway_refuses_a_rule_with_a_third_backend():
+    """[iris:50, iris-legacy:50] at 10% must not become [iris:90, iris-legacy:50, iris-canary:10] (legacy's share silently grows)."""
+    route = copy.deepcopy(HTTP_ROUTE)
+    route["spec"]["rules"][0]["backendRefs"] = [{"name": "iris", "port": 80, "weight": 50},
+                                                {"name": "iris-legacy", "port": 80, "weight": 50}]
+    router = GatewayRouter("iris", "iris", "iris-canary")
+    for call in (lambda: router.weight_ops(route, 10), lambda: router.snapshot_paths(route), lambda: router.weight(route)):
+        with pytest.raises(UsageError) as info:
+            call()
+        assert info.value.message == ("HTTPRoute iris rules[0] sends traffic to backends other than stable and canary "
+                                      "(iris-legacy); mlserve only manages a two-way split")
+        assert info.value.hint == "move the other backends to their own rule, or point --route at a route whose rule has only iris"
+    # A backend of another kind with the stable's name is not stable either.
+    route["spec"]["rules"][0]["backendRefs"][1] = {"group": "example.com", "kind": "Bucket", "name": "iris", "weight": 50}
+    with pytest.raises(UsageError, match=r"other than stable and canary \(iris\)"):
+        router.weight_ops(route, 10)
+    # Stable and canary alone, and rules that do not serve stable, are fine.
+    route["spec"]["rules"][0]["backendRefs"] = [{"name": "iris", "port": 80, "weight": 90},
+                                                {"name": "iris-canary", "port": 80, "weight": 10}]
+    route["spec"]["rules"].append({"backendRefs": [{"name": "docs", "port": 80}, {"name": "docs-v2", "port": 80}]})
+    assert router.weight(route) == 10
+    assert router.weight_ops(route, 50)[-1] == {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 50}
+
+
+def test_gateway_rollout_with_a_third_backend_is_refused_before_any_change(seeded, store, registry):
+    route = copy.deepcopy(HTTP_ROUTE)
+    route["spec"]["rules"][0]["backendRefs"] = [{"name": "iris", "port": 80, "weight": 50},
+                                                {"name": "iris-legacy", "port": 80, "weight": 50}]
+    seeded.put(route)
+    writes = len(seeded.writes())
+    with pytest.raises(UsageError, match="mlserve only manages a two-way split"):
+        engine(store, registry, ScriptedJudge()).run(config())
+    assert len(seeded.writes()) == writes
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == route["spec"]["rules"][0]["backendRefs"]
+
+
 def test_selector_router_switches_colour():
     svc = {"spec": {"selector": {"app": "iris", "slot": "blue"}}}
     router = SelectorRouter("iris", "slot", "blue", "green")
