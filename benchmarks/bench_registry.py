@@ -121,7 +121,8 @@ def main() -> None:
             print(f"heavy modules imported by `mlserve {' '.join(cmd)}`: {heavy_imports(cmd, small) or 'none'}")
 
         cases = {"show": ["show", "big:{i}"], "resolve": ["resolve", "big@production"],
-                 "promote": ["promote", "big", "{i}"], "list": ["list", "big", "--json"]}
+                 "promote": ["promote", "big", "{i}"], "list": ["list", "big", "--json"],
+                 "list-table": ["list", "big"]}
         registries = {"10": small, str(args.versions): large}
         medians = median_times(cases, registries, args.repeat)
         print(f"\nmedian wall time of `mlserve CMD` over {args.repeat} runs (process start included)")

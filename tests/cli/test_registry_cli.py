@@ -228,3 +228,24 @@ def test_registry_path_problems_are_one_line_errors(cli, tmp_path: Path, artifac
     assert r.stderr == (f"error: Not a directory: {a_file / 'below' / 'models'} "
                         "(check the path, its permissions and free space)\n")
     assert a_file.read_text() == "not a registry"
+
+
+def test_verify_of_a_missing_registry_is_not_clean(cli, tmp_path: Path) -> None:
+    r = cli("verify", "--registry", tmp_path / "typo")
+    assert r.exit_code == exitcodes.NOT_FOUND and r.stderr.startswith(f"error: registry {tmp_path / 'typo'} does not exist")
+
+
+def test_long_version_lists_print_as_plain_aligned_text(cli, registry_dir: Path, tmp_path: Path) -> None:
+    from mlserve.cli.registry import PLAIN_ROWS
+
+    from mlserve.registry import Registry
+
+    reg = Registry(registry_dir)
+    for i in range(PLAIN_ROWS + 1):
+        art = tmp_path / f"m{i}.bin"
+        art.write_bytes(str(i).encode())
+        reg.register("many", art)
+    lines = cli("list", "many").stdout.splitlines()
+    assert len(lines) == PLAIN_ROWS + 2
+    assert lines[0].split() == ["version", "registered", "sha256", "size", "status", "stages", "tags"]
+    assert lines[1].split()[0] == "1" and lines[1].split()[1].endswith("Z") and lines[-1].split()[0] == str(PLAIN_ROWS + 1)

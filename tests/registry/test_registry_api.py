@@ -182,7 +182,8 @@ def test_gc_keeps_stage_holders_and_rollback_target(reg: Registry, tmp_path: Pat
     reg.promote("m", "1", stage="staging")
     plan = reg.gc("m", keep=1, dry_run=True)
     assert sorted(plan.removed) == ["4", "5"]
-    assert plan.protected == {"1": "holds staging", "3": "holds production", "2": "production's rollback target"}
+    assert plan.protected == {"1": "holds staging", "3": "holds production",
+                              "2": "held production before the current version"}
     assert len(reg.list_versions("m").versions) == 6, "dry run removes nothing"
     done = reg.gc("m", keep=1)
     assert sorted(done.removed) == ["4", "5"]
@@ -242,8 +243,14 @@ def test_dangling_stage_link_is_reported(reg: Registry, tmp_path: Path) -> None:
     os.symlink("../versions/99", link)
     report = reg.verify("m", repair=True)
     assert [p.kind for p in report.problems if not p.repaired] == ["dangling-stage-link"]
-    with pytest.raises(errors.NotFoundError):
+    with pytest.raises(errors.CorruptIndexError, match="points at version '99', which is missing"):
         reg.resolve("m@production")
+    os.unlink(link)
+    os.symlink("/etc", link)
+    with pytest.raises(errors.CorruptIndexError, match="points outside the model: /etc"):
+        reg.resolve("m@production")
+    assert reg.promote("m", "1").version == "1", "a promotion replaces a broken link"
+    assert reg.resolve("m@production").version == "1" and reg.verify("m").problems == []
 
 
 def test_verify_repair_fixes_index_and_leftovers(reg: Registry, tmp_path: Path) -> None:
@@ -290,3 +297,84 @@ def test_lock_timeout_is_a_conflict(reg: Registry, tmp_path: Path) -> None:
         with pytest.raises(errors.LockTimeoutError, match="could not lock model 'm' within 0.2s"):
             quick.promote("m", "1")
     assert quick.resolve("m:1").version == "1", "reads never need the lock"
+
+
+def test_non_finite_or_ungateable_metrics_are_refused(reg: Registry, tmp_path: Path) -> None:
+    src = write(tmp_path / "a", "a")
+    for bad in ({"auc": float("nan")}, {"auc": float("inf")}, {"p99 ms": 1.0}):
+        with pytest.raises(errors.UsageError):
+            reg.register("m", src, metrics=bad)
+    reg.register("m", src)
+    with pytest.raises(errors.UsageError, match="not a finite number"):
+        reg.record_metrics("m", "1", {"auc": float("nan")})
+    assert reg.verify().problems == [] and reg.version_info("m", "1").metrics == {}
+
+
+def test_duplicate_register_still_applies_stage_and_metrics(reg: Registry, tmp_path: Path) -> None:
+    reg.register("m", write(tmp_path / "a", "same"))
+    again = reg.register("m", write(tmp_path / "b", "same"), stage="production", metrics={"auc": 0.5})
+    assert (again.created, again.version, again.stage) == (False, "1", "production")
+    assert reg.resolve("m").version == "1" and reg.resolve("m").metrics == {"auc": 0.5}
+    with pytest.raises(errors.VersionExistsError, match="identical to m:1; version '9' was not created"):
+        reg.register("m", write(tmp_path / "c", "same"), version="9")
+
+
+def test_version_names_are_never_reused_after_gc(reg: Registry, tmp_path: Path) -> None:
+    for i in range(4):
+        reg.register("g", write(tmp_path / f"f{i}", str(i)))
+    reg.promote("g", "1")
+    assert sorted(reg.gc("g", keep=0).removed) == ["2", "3", "4"]
+    assert reg.register("g", write(tmp_path / "new", "new")).version == "5"
+    with pytest.raises(errors.VersionExistsError, match="was removed by gc"):
+        reg.register("g", write(tmp_path / "other", "other"), version="3")
+    assert reg.verify().problems == []
+
+
+def test_gc_protects_the_previous_production_holder(reg: Registry, tmp_path: Path) -> None:
+    for i in range(3):
+        reg.register("m", write(tmp_path / f"f{i}", str(i)))
+    for v in ("1", "2", "3"):
+        reg.promote("m", v)
+    reg.rollback("m")
+    reg.rollback("m")  # production = 1, no default rollback target left
+    plan = reg.gc("m", keep=1, dry_run=True)
+    assert "2" not in plan.removed and plan.protected["2"] == "held production before the current version"
+
+
+def test_gc_handles_the_longest_names(reg: Registry, tmp_path: Path) -> None:
+    name, version = "n" * 128, "v" * 120
+    reg.register(name, write(tmp_path / "a", "a"), version=version + "1")
+    reg.register(name, write(tmp_path / "b", "b"), version=version + "2")
+    assert reg.gc(name, keep=1).removed == [version + "1"]
+
+
+def test_commands_on_unknown_models_leave_no_directory(reg: Registry, tmp_path: Path) -> None:
+    reg.register("m", write(tmp_path / "a", "a"))
+    with pytest.raises(errors.NotFoundError):
+        reg.journal_event("ghost", "note", {})
+    assert not (reg.root / "models" / "ghost").exists()
+
+
+def test_repair_rebuilds_a_lost_index_from_the_versions(reg: Registry, tmp_path: Path) -> None:
+    reg.register("n", write(tmp_path / "a", "a"))
+    reg.register("n", write(tmp_path / "b", "b"))
+    model_dir = reg.root / "models" / "n"
+    (model_dir / "model.json").unlink()
+    (model_dir / "journal.jsonl").unlink()
+    assert reg.verify(repair=True).ok
+    assert reg.verify().problems == []
+    summary = reg.model_summary("n")
+    assert (summary.latest, summary.versions) == ("2", 2)
+    assert reg.register("n", write(tmp_path / "c", "c")).version == "3"
+    assert [v.seq for v in reg.list_versions("n").versions] == [1, 2, 3]
+
+
+def test_verify_flags_versions_sharing_a_sequence_number(reg: Registry, tmp_path: Path) -> None:
+    reg.register("s", write(tmp_path / "a", "a"))
+    reg.register("s", write(tmp_path / "b", "b"))
+    record = reg.root / "models" / "s" / "versions" / "2" / "version.json"
+    doc = json.loads(record.read_text())
+    doc["seq"] = 1
+    os.chmod(record, 0o644)
+    record.write_text(json.dumps(doc))
+    assert "duplicate-sequence" in [p.kind for p in reg.verify().problems]

@@ -56,7 +56,10 @@ def _short(sha: str) -> str:
 
 
 def _when(at: datetime) -> str:
-    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    # UTC with its zone, so a time read off a table can be typed back into --at unchanged
+    from datetime import timezone
+
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------- renderers
@@ -84,11 +87,26 @@ def _render_models(out: Console, r: Any) -> None:
     out.print(table)
 
 
+PLAIN_ROWS = 200
+"""Above this many rows a table is printed as plain aligned text: rich needs seconds for 10,000 rows."""
+
+
+def _plain_table(out: Console, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    out.file.write("\n".join(lines) + "\n")
+
+
 def _render_versions(out: Console, r: Any) -> None:
-    table = Table("version", "registered", "sha256", "size", "status", "stages", "tags")
-    for v in r.versions:
-        table.add_row(v.version, _when(v.registered_at), _short(v.sha256), str(v.size), v.status,
-                      ", ".join(v.stages) or "-", ", ".join(v.tags) or "-")
+    header = ["version", "registered", "sha256", "size", "status", "stages", "tags"]
+    rows = [[v.version, _when(v.registered_at), _short(v.sha256), str(v.size), v.status, ", ".join(v.stages) or "-",
+             ", ".join(v.tags) or "-"] for v in r.versions]
+    if len(rows) > PLAIN_ROWS:
+        _plain_table(out, header, rows)
+        return
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 
@@ -229,7 +247,7 @@ def history(
     stage: Annotated[Optional[str], typer.Option("--stage", help="Only events of this stage.")] = None,
     at: Annotated[Optional[datetime], typer.Option(
         "--at", help="Answer 'which version held the stage (default production) at this time?' (ISO 8601).")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the last N events.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the last N events.")] = None,
     registry: RegistryOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Show the model's journal: who changed what, when, why, from and to.

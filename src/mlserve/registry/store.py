@@ -110,6 +110,28 @@ def parse_requirement(text: str) -> tuple[str, str, float]:
     return match.group(1), match.group(2), float(match.group(3))
 
 
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
+
+
+def check_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Metric values must be finite numbers and names usable in ``--require``."""
+    import math
+
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        key = str(key)
+        if not _METRIC_NAME.match(key):
+            raise UsageError(f"bad metric name {key!r}: use letters, digits and _ . : / - (it must work in --require)")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"metric {key}={value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise UsageError(f"metric {key}={value!r} is not a finite number; record only real measurements")
+        out[key] = number
+    return out
+
+
 def _load_doc(path: Path, model: type[BaseModel], what: str) -> Any:
     try:
         raw = path.read_bytes()
@@ -189,10 +211,12 @@ class Registry:
             raise UsageError(f"{self.root} is not an mlserve registry (no registry.json)")
 
     @contextmanager
-    def _locked(self, name: str) -> Iterator[Path]:
+    def _locked(self, name: str, *, create: bool = False) -> Iterator[Path]:
         from filelock import FileLock, Timeout
 
         model_dir = self.model_dir(name)
+        if not create and not (model_dir / "model.json").exists():
+            raise NotFoundError(f"model {name!r} not found in registry {self.root}")
         model_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(model_dir / ".lock"), timeout=self.lock_timeout)
         try:
@@ -244,7 +268,9 @@ class Registry:
         base = self.version_dir(record.model, record.version) / "artifact"
         return base / record.artifact_name if record.artifact_kind == "file" else base
 
-    def _stage_holder(self, name: str, stage: str) -> str | None:
+    def _stage_holder(self, name: str, stage: str, *, strict: bool = True) -> str | None:
+        """The version a stage's symlink names. ``strict``: refuse a link that is foreign or dangling
+        (readers); writers pass False so that a promotion can replace a broken link."""
         link = self.model_dir(name) / "stages" / stage
         try:
             target = os.readlink(link)
@@ -252,7 +278,16 @@ class Registry:
             return None
         except OSError as exc:
             raise CorruptIndexError(f"{link} is not a symlink: {exc.strerror}") from exc
-        return Path(target).name
+        version = Path(target).name
+        if not strict:
+            return version
+        if target != f"../versions/{version}":
+            raise CorruptIndexError(f"stage link {link} points outside the model: {target}",
+                                    hint="run 'mlserve verify' and restore the link with 'mlserve promote'")
+        if not (link.parent.parent / "versions" / version / "version.json").is_file():
+            raise CorruptIndexError(f"stage link {link} points at version {version!r}, which is missing or incomplete",
+                                    hint="run 'mlserve verify', then 'mlserve promote' or 'mlserve rollback --to'")
+        return version
 
     def _stage_links(self, name: str) -> dict[str, str]:
         stages_dir = self.model_dir(name) / "stages"
@@ -325,17 +360,22 @@ class Registry:
             raise NotFoundError(f"artifact {source} does not exist")
         if not (source.is_file() or source.is_dir()):
             raise UsageError(f"artifact {source} is neither a regular file nor a directory")
-        metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
+        metrics = check_metrics(metrics or {})
         self._ensure_root()
         staging = self.root / ".staging" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         staging.mkdir(parents=True)
         try:
             sha, size, kind, count = self._stage_artifact(source, staging / "artifact", progress)
-            with self._locked(name) as model_dir:
+            with self._locked(name, create=True) as model_dir:
                 result = self._publish(name, model_dir, staging, source, sha, size, kind, count,
                                        version, metrics, meta or {}, reason)
-                if stage is not None and result.created:
+                if not result.created and (metrics or meta):
+                    self._apply_state(name, result.version, "record-metrics", reason or "registered again",
+                                      metrics=metrics, meta=meta or {})
+                    result.warnings.append(f"the given metrics and metadata were recorded on version {result.version}")
+                if stage is not None and self._stage_holder(name, stage, strict=False) != result.version:
                     self._set_stage(name, stage, result.version, kind="promote", reason=reason or "registered with --stage")
+                if stage is not None:
                     result.stage = stage
             return result
         finally:
@@ -382,21 +422,30 @@ class Registry:
         existing = self._by_digest(name, sha)
         if existing is not None:
             if version is not None and version != existing:
-                warning = f"content is identical to version {existing}; version {version} was not created"
-            else:
-                warning = f"content is identical to version {existing}; nothing new was registered"
+                raise VersionExistsError(
+                    f"content is identical to {name}:{existing}; version {version!r} was not created",
+                    hint=f"use {name}:{existing}, or register different content", details={"duplicate_of": existing})
+            warning = f"content is identical to version {existing}; nothing new was registered"
             record = self._record(name, existing)
             return RegisterResult(model=name, version=existing, sha256=sha, size=size,
                                   artifact_path=self._artifact_path(record), created=False,
                                   duplicate_of=existing, warnings=[warning])
         versions_dir = model_dir / "versions"
         versions_dir.mkdir(exist_ok=True)
+        tombstones = model_dir / "tombstones"
         if version is None:
-            version = str(_next_number(versions_dir))
+            version = str(max(_next_number(versions_dir), _next_number(tombstones)))
         elif (versions_dir / version).exists():
             raise VersionExistsError(f"version {version!r} of model {name!r} already exists; versions are immutable",
                                      hint="register under a new version, or omit --version to get the next number")
-        record = VersionRecord(model=name, version=version, seq=index.next_seq, sha256=sha, size=size,
+        elif (tombstones / version).exists():
+            raise VersionExistsError(f"version {version!r} of model {name!r} was removed by gc; a version name is never "
+                                     "reused, so references to it cannot change meaning", hint="choose a new version")
+        seq = index.next_seq
+        # the counter moves before the commit point: a crash in between leaves a gap, never a reused number
+        index.next_seq += 1
+        self._save_model_index(index)
+        record = VersionRecord(model=name, version=version, seq=seq, sha256=sha, size=size,
                                artifact_kind=kind, artifact_name=source.name if kind == "file" else "",
                                file_count=count, registered_at=now(), registered_by=self.actor,
                                source=str(source.absolute()), metrics=metrics, meta=meta)
@@ -407,7 +456,6 @@ class Registry:
         os.rename(staging, versions_dir / version)  # the commit point of a registration
         fsio.fsync_dir(versions_dir)
         self._link_digest(name, sha, version)
-        index.next_seq += 1
         index.latest = version
         self._save_model_index(index)
         self._append(self._event(name, "register", version=version, reason=reason,
@@ -446,7 +494,7 @@ class Registry:
         self._verify_checksum(record, progress)
         with self._locked(name):
             record = self._record(name, version)  # still there (gc may have run meanwhile)?
-            current = self._stage_holder(name, stage)
+            current = self._stage_holder(name, stage, strict=False)
             if expect_current is not None:
                 expected = None if expect_current.lower() in {"none", ""} else expect_current
                 if current != expected:
@@ -475,7 +523,7 @@ class Registry:
             if to is None and self._rollback_target(name, stage) != target:
                 raise ConflictError(f"{name}@{stage} changed while preparing the rollback; run it again")
             self._record(name, target)
-            current = self._stage_holder(name, stage)
+            current = self._stage_holder(name, stage, strict=False)
             if current == target:
                 return PromoteResult(model=name, stage=stage, version=target, previous=current, changed=False,
                                      warnings=[f"{name}@{stage} already holds version {target}"])
@@ -503,7 +551,7 @@ class Registry:
                    details: dict | None = None) -> Event:
         """Swap the stage symlink (the commit point), then bring index, archive marks and journal in line."""
         model_dir = self.model_dir(name)
-        current = self._stage_holder(name, stage)
+        current = self._stage_holder(name, stage, strict=False)
         event = self._event(name, kind, version=version, stage=stage, from_version=current, to_version=version,
                             reason=reason, details=details or {})
         txn = StageTxn(stage=stage, from_version=current, to_version=version, event=event)
@@ -555,7 +603,7 @@ class Registry:
         except (ValidationError, OSError):
             path.unlink(missing_ok=True)
             return
-        if self._stage_holder(name, txn.stage) == txn.to_version:
+        if self._stage_holder(name, txn.stage, strict=False) == txn.to_version:
             self._complete_txn(name, txn)
         else:
             path.unlink(missing_ok=True)
@@ -613,8 +661,8 @@ class Registry:
     def record_metrics(self, name: str, version: str, metrics: dict[str, float], *, meta: dict | None = None,
                        reason: str | None = None) -> VersionInfo:
         """Add or overwrite recorded metrics (and metadata) of a version; journaled."""
-        return self._update_state(name, version, "record-metrics", reason,
-                                  metrics={k: float(v) for k, v in metrics.items()}, meta=meta or {})
+        return self._update_state(name, version, "record-metrics", reason, metrics=check_metrics(metrics),
+                                  meta=meta or {})
 
     def set_meta(self, name: str, version: str, meta: dict[str, Any], *, unset: Iterable[str] = (),
                  reason: str | None = None) -> VersionInfo:
@@ -625,31 +673,35 @@ class Registry:
         return self._update_state(name, version, "untag" if remove else "tag", None,
                                   **({"remove_tags": tags} if remove else {"add_tags": tags}))
 
-    def _update_state(self, name: str, version: str, kind: str, reason: str | None, *, metrics: dict | None = None,
-                      meta: dict | None = None, unset: list[str] | None = None, add_tags: list[str] | None = None,
-                      remove_tags: list[str] | None = None) -> VersionInfo:
+    def _update_state(self, name: str, version: str, kind: str, reason: str | None, **changes: Any) -> VersionInfo:
         check_version(version)
         self._record(name, version)
         with self._locked(name):
             self._record(name, version)
-            state = self._state(name, version)
-            state.metrics.update(metrics or {})
-            state.meta.update(meta or {})
-            for key in unset or []:
-                state.meta.pop(key, None)
-            for tag in add_tags or []:
-                if tag not in state.tags:
-                    state.tags.append(tag)
-            if remove_tags:
-                missing = [t for t in remove_tags if t not in state.tags]
-                if missing:
-                    raise NotFoundError(f"{name}:{version} has no tag {', '.join(missing)}")
-                state.tags = [t for t in state.tags if t not in remove_tags]
-            self._save_state(name, version, state)
-            details = {k: v for k, v in {"metrics": metrics, "meta": meta, "unset": unset, "tags": add_tags or remove_tags}
-                       .items() if v}
-            self._append(self._event(name, kind, version=version, reason=reason, details=details))
+            self._apply_state(name, version, kind, reason, **changes)
         return self.version_info(name, version)
+
+    def _apply_state(self, name: str, version: str, kind: str, reason: str | None, *, metrics: dict | None = None,
+                     meta: dict | None = None, unset: list[str] | None = None, add_tags: list[str] | None = None,
+                     remove_tags: list[str] | None = None) -> None:
+        """Change a version's mutable state and journal it (the caller holds the lock)."""
+        state = self._state(name, version)
+        state.metrics.update(metrics or {})
+        state.meta.update(meta or {})
+        for key in unset or []:
+            state.meta.pop(key, None)
+        for tag in add_tags or []:
+            if tag not in state.tags:
+                state.tags.append(tag)
+        if remove_tags:
+            missing = [t for t in remove_tags if t not in state.tags]
+            if missing:
+                raise NotFoundError(f"{name}:{version} has no tag {', '.join(missing)}")
+            state.tags = [t for t in state.tags if t not in remove_tags]
+        self._save_state(name, version, state)
+        details = {k: v for k, v in {"metrics": metrics, "meta": meta, "unset": unset, "tags": add_tags or remove_tags}
+                   .items() if v}
+        self._append(self._event(name, kind, version=version, reason=reason, details=details))
 
     # ------------------------------------------------------------ reading
 
@@ -757,53 +809,59 @@ class Registry:
     # ------------------------------------------------------------ gc
 
     def gc(self, name: str, *, keep: int, dry_run: bool = False) -> GcResult:
-        """Remove all but the ``keep`` newest versions, never one that holds a stage, was the last to
-        hold production, or is production's rollback target."""
+        """Remove all but the ``keep`` newest versions, never one that holds a stage, held production
+        last before the current holder, or is production's rollback target.
+
+        Removed names are kept as tombstones, so a version name never comes back with other content.
+        """
         if keep < 0:
             raise UsageError("--keep must be 0 or more")
         self._model_index(name)
+        moved: list[Path] = []
         with self._locked(name) as model_dir:
             rows = self.list_versions(name).versions
             protected: dict[str, str] = {}
             for row in rows:
                 if row.stages:
                     protected[row.version] = "holds " + ", ".join(row.stages)
-            last_prod = None
+            previous_prod = None
             for event in self.events(name):
-                if event.stage == PRODUCTION and event.kind in {"promote", "rollback"}:
-                    last_prod = event.to_version
-            if last_prod:
-                protected.setdefault(last_prod, "last version to hold production")
+                if event.stage == PRODUCTION and event.kind in {"promote", "rollback"} and event.from_version:
+                    previous_prod = event.from_version
+            if previous_prod:
+                protected.setdefault(previous_prod, "held production before the current version")
             try:
-                if self._stage_holder(name, PRODUCTION):
+                if self._stage_holder(name, PRODUCTION, strict=False):
                     protected.setdefault(self._rollback_target(name, PRODUCTION), "production's rollback target")
             except NotFoundError:
                 pass
             newest = {r.version for r in rows[-keep:]} if keep else set()
             doomed = [r for r in rows if r.version not in newest and r.version not in protected]
+            doomed_names = {r.version for r in doomed}
             freed = sum(r.size for r in doomed)
-            if not dry_run:
+            if not dry_run and doomed:
                 trash = self.root / ".trash"
                 trash.mkdir(exist_ok=True)
-                moved = []
+                tombstones = model_dir / "tombstones"
+                tombstones.mkdir(exist_ok=True)
                 for row in doomed:
-                    dest = trash / f"{uuid.uuid4().hex[:12]}-{name}-{row.version}"
+                    fsio.atomic_write_bytes(tombstones / row.version, f"{row.sha256}\n".encode())
+                    dest = trash / uuid.uuid4().hex
                     os.rename(model_dir / "versions" / row.version, dest)
                     (model_dir / "digests" / row.sha256).unlink(missing_ok=True)
                     moved.append(dest)
                 fsio.fsync_dir(model_dir / "versions")
-                if doomed:
-                    index = self._model_index(name)
-                    remaining = [r for r in rows if r not in doomed]
-                    index.latest = remaining[-1].version if remaining else None
-                    self._save_model_index(index)
-                    self._append(self._event(name, "gc", details={"removed": [r.version for r in doomed],
-                                                                  "keep": keep, "freed_bytes": freed}))
-        if not dry_run:
-            for dest in moved:
-                fsio.remove_tree(dest)
+                index = self._model_index(name)
+                remaining = [r for r in rows if r.version not in doomed_names]
+                index.latest = remaining[-1].version if remaining else None
+                self._save_model_index(index)
+                self._append(self._event(name, "gc", details={"removed": sorted(doomed_names), "keep": keep,
+                                                              "freed_bytes": freed}))
+        for dest in moved:  # outside the lock: deleting big trees takes time
+            fsio.remove_tree(dest)
         return GcResult(model=name, keep=keep, dry_run=dry_run, removed=[r.version for r in doomed],
-                        kept=[r.version for r in rows if r not in doomed], protected=protected, freed_bytes=freed)
+                        kept=[r.version for r in rows if r.version not in doomed_names], protected=protected,
+                        freed_bytes=freed)
 
     # ------------------------------------------------------------ verify
 
@@ -825,6 +883,8 @@ def _status(stages: list[str], state: VersionState) -> str:
 
 def _next_number(versions_dir: Path) -> int:
     highest = 0
+    if not versions_dir.is_dir():
+        return 1
     for entry in os.scandir(versions_dir):
         if entry.name.isdigit():
             highest = max(highest, int(entry.name))

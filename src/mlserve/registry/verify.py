@@ -56,7 +56,10 @@ def verify_registry(reg: "Registry", name: str | None, *, repair: bool, content:
     root = reg.root
     marker = root / "registry.json"
     if not root.exists():
-        return VerifyReport(registry=root, models_checked=0, versions_checked=0, problems=[], repaired=repair)
+        from mlserve.errors import NotFoundError
+
+        raise NotFoundError(f"registry {root} does not exist", hint="check --registry / MLSERVE_REGISTRY")
+    reg._check_root()
     if marker.exists():
         try:
             _load_doc(marker, RootIndex, "registry index")
@@ -90,13 +93,16 @@ def verify_registry(reg: "Registry", name: str | None, *, repair: bool, content:
 
 
 def _verify_model(reg: "Registry", check: _Checker, model: str, *, content: bool, progress: Progress) -> int:
-    if check.repair:
-        from filelock import FileLock
+    # also without --repair: a writer half-way through would otherwise look like damage (a false red in CI)
+    from filelock import FileLock, Timeout
 
-        lock = FileLock(str(reg.model_dir(model) / ".lock"), timeout=reg.lock_timeout)
-        with lock:
+    from mlserve.errors import LockTimeoutError
+
+    try:
+        with FileLock(str(reg.model_dir(model) / ".lock"), timeout=reg.lock_timeout):
             return _verify_model_unlocked(reg, check, model, content=content, progress=progress)
-    return _verify_model_unlocked(reg, check, model, content=content, progress=progress)
+    except Timeout as exc:
+        raise LockTimeoutError(f"could not lock model {model!r} within {reg.lock_timeout:g}s to verify it") from exc
 
 
 def _verify_model_unlocked(reg: "Registry", check: _Checker, model: str, *, content: bool, progress: Progress) -> int:
@@ -125,8 +131,10 @@ def _verify_model_unlocked(reg: "Registry", check: _Checker, model: str, *, cont
     try:
         index = _load_doc(index_path, ModelIndex, "model index")
     except FileNotFoundError:
+        rebuilt = ModelIndex(name=model, created_at=now())
         check.problem(model, "missing-index", f"{index_path} is missing", path=index_path,
-                      fix=lambda: reg._save_model_index(ModelIndex(name=model, created_at=now())))
+                      fix=lambda: reg._save_model_index(rebuilt))
+        index = rebuilt if check.repair else None
     except CorruptIndexError as exc:
         check.problem(model, "corrupt-index", exc.message, path=index_path)
     # journal
@@ -181,6 +189,12 @@ def _verify_model_unlocked(reg: "Registry", check: _Checker, model: str, *, cont
                           fix=lambda r=record: reg._append(reg._event(model, "register", version=r.version,
                                                                       reason="recovered by verify --repair",
                                                                       details={"sha256": r.sha256, "recovered": True})))
+    seen: dict[int, str] = {}
+    for record in sorted(records.values(), key=lambda r: r.version):
+        if record.seq in seen:
+            check.problem(model, "duplicate-sequence", f"versions {seen[record.seq]} and {record.version} share sequence "
+                          f"number {record.seq}: their order (and what gc keeps) is ambiguous", version=record.version)
+        seen.setdefault(record.seq, record.version)
     digests = model_dir / "digests"
     for link in digests.iterdir() if digests.is_dir() else []:
         if link.name.startswith(fsio.TMP_PREFIX):
