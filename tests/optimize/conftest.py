@@ -77,6 +77,29 @@ MODELS_SOURCE = textwrap.dedent(
 
     def not_a_model():
         return 42
+
+
+    def raises():
+        raise RuntimeError("weights file missing")
+
+
+    class BatchOfOne(nn.Module):
+        """Computes something else at batch 1; the dynamo exporter keeps only the batch > 1 branch."""
+
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.linear(x)
+            if h.shape[0] == 1:
+                return h * 0.0
+            return h
+
+
+    def batch_of_one():
+        torch.manual_seed(0)
+        return BatchOfOne().eval(), (torch.randn(2, 8),)
     '''
 )
 

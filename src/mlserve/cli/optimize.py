@@ -35,13 +35,13 @@ def optimize_command(
     candidate: Annotated[Optional[list[Path]], typer.Option("--candidate", metavar="FILE", help="An ONNX file built elsewhere to check against the source like a variant (repeatable).")] = None,
     input_: Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="NAME:DIMS:DTYPE", help="Input NAME:DIMS:DTYPE, e.g. x:1x3x224x224:float32 (repeatable); needed where the model does not declare shapes.")] = None,
     static_batch: Annotated[bool, typer.Option("--static-batch", help="Pin the batch dimension to the size given in --input instead of keeping it dynamic.")] = False,
-    tolerance: Annotated[Optional[list[str]], typer.Option("--tolerance", "-t", metavar="OUTPUT:ATOL:RTOL", help="Parity tolerance OUTPUT:ATOL:RTOL ('*' for all outputs); an element fails only outside both (repeatable).")] = None,
+    tolerance: Annotated[Optional[list[str]], typer.Option("--tolerance", "-t", metavar="OUT:ATOL:RTOL[:MIN_COSINE[:MIN_TOP1]]", help="Parity tolerance per output ('*' for all): an element fails only outside both ATOL and RTOL; MIN_COSINE and MIN_TOP1 override the lowest accepted cosine similarity and top-1/label agreement (repeatable).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", metavar="FILE", help="Real inputs (.npz with one array per input, or .npy) added to the parity check.")] = None,
     calibration_data: Annotated[Optional[Path], typer.Option("--calibration-data", metavar="FILE", help="Samples (.npz/.npy) for int8-static calibration (default: --data, else generated data with a warning).")] = None,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Keep a variant that fails parity (with a loud warning). Never recommended; ignored by --auto.")] = False,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow loading pickle/joblib files. Unpickling runs code from the file: only for files you trust.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the chosen artifact here.")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", metavar="DIR", help="Write every candidate that passed parity into this directory.")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", metavar="DIR", help="Write every candidate that was built into this directory (one that failed parity is named NAME.FAILED-PARITY.onnx).")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", metavar="FILE", help="Write the full result (all candidates, parity, latency) as JSON here.")] = None,
     register: Annotated[Optional[str], typer.Option("--register", metavar="NAME", help="Store the chosen artifact as a new version of this registry model, with lineage and figures.")] = None,
     registry: RegistryOpt = None,
@@ -59,8 +59,14 @@ def optimize_command(
 ) -> None:
     from mlserve.cli._output import emit, progress_for
     from mlserve.optimize import OptimizeOptions, optimize, parse_input_spec, parse_tolerance, parse_variants
+    from mlserve.errors import UsageError
     from mlserve.optimize.timing import TimingSettings
 
+    if static_batch and not input_:
+        raise UsageError(
+            "--static-batch pins the batch size given in --input, but no --input was given",
+            hint="declare the inputs with their batch, e.g. --input x:4x32:float32 --static-batch, or drop --static-batch",
+        )
     options = OptimizeOptions(
         auto=auto, variants=parse_variants(variant or []), candidates=list(candidate or []),
         inputs=[parse_input_spec(text, static_batch=static_batch) for text in input_ or []],
@@ -126,6 +132,8 @@ def render_result(console: Any, result: Any) -> None:
             _fmt(c.speedup_vs_fp32, ".2f", "x"), _size(c.size_bytes), _fmt(max((o.max_abs_err for o in outs), default=None), ".2e"),
             _fmt(min((o.cosine for o in outs), default=None), ".6f"), _fmt(min(top1) if top1 else None, ".3f"),
         )
+    if not console.is_terminal:  # CI logs and pipes: rich would assume 80 columns and cut the figures short ("0.0…")
+        console.width = max(console.width, 200)
     console.print(table)
     for c in built:
         if c.reason:
@@ -147,7 +155,9 @@ def render_result(console: Any, result: Any) -> None:
     if result.report:
         console.print(f"report: {result.report}", markup=False)
     if result.registered:
-        console.print(f"registered: {result.registered.model}:{result.registered.version}", markup=False)
+        reg = result.registered
+        note = "" if reg.created else " (identical content was already stored there; the figures and lineage were recorded on it)"
+        console.print(f"registered: {reg.model}:{reg.version}{note}", markup=False)
 
 
 def install(app: typer.Typer) -> None:

@@ -32,8 +32,9 @@ def make_feeds(specs: list[InputSpec], *, batch: int | None, seed: int) -> dict[
 def load_user_data(path: Path, specs: list[InputSpec], *, batch: int = 8) -> list[dict[str, Any]]:
     """Split a .npz (one array per input name) or .npy (the only input) file into feeds of ``batch`` rows.
 
-    The first axis of every array is the sample axis. A model with a pinned batch gets feeds of
-    exactly that batch; leftover rows are dropped.
+    The first axis of every array is the sample axis. With a dynamic batch the last feed holds the
+    rows left over (every row is used); a model with a pinned batch gets feeds of exactly that batch,
+    and leftover rows are dropped.
     """
     import numpy as np
 
@@ -56,11 +57,16 @@ def load_user_data(path: Path, specs: list[InputSpec], *, batch: int = 8) -> lis
     if len(rows) != 1:
         raise UsageError(f"arrays in {path.name} have different numbers of rows: {sorted(rows)}")
     total = rows.pop()
+    pinned = False
     for spec in specs:
         if not spec.dynamic_batch and spec.shape and spec.shape[0]:
-            batch = spec.shape[0]
+            batch, pinned = spec.shape[0], True
+    if pinned:
+        starts = range(0, total - batch + 1 if total >= batch else 1, batch)
+    else:
+        starts = range(0, total, batch)
     feeds = []
-    for start in range(0, total - batch + 1 if total >= batch else 1, batch):
+    for start in starts:
         chunk = {s.name: np.ascontiguousarray(arrays[s.name][start : start + batch]).astype(s.dtype) for s in specs}
         for spec in specs:
             expected = spec.concrete_shape(len(chunk[spec.name]))[1:]

@@ -32,6 +32,10 @@ class OutputParity(BaseModel):
     rtol: float
     passed: bool
     reason: Optional[str] = None
+    failed_checks: list[str] = Field(
+        default_factory=list,
+        description="which criteria failed: shape, missing, labels, nan-inf, elements (atol/rtol), cosine, top1",
+    )
 
 
 class ParityReport(BaseModel):
@@ -87,6 +91,8 @@ class Registered(BaseModel):
     model: str
     version: str
     sha256: str
+    created: bool = Field(True, description="False when identical content was already stored as this version")
+    duplicate_of: Optional[str] = Field(None, description="the existing version holding identical content, if any")
 
 
 class OptimizeResult(BaseModel):

@@ -26,7 +26,19 @@ def compare_output(name: str, reference: Any, candidate: Any, precision: str, ov
         return OutputParity(
             **base, max_abs_err=float("inf"), max_rel_err=float("inf"), mean_abs_err=float("inf"), cosine=0.0,
             mismatched=int(max(ref.size, got.size)), elements=int(ref.size), nan=0, inf=0, passed=False,
-            reason=f"shape {list(got.shape)} differs from the source's {list(ref.shape)}",
+            reason=f"shape {list(got.shape)} differs from the source's {list(ref.shape)}", failed_checks=["shape"],
+        )
+    if ref.dtype.kind in "OUS" or got.dtype.kind in "OUS":
+        # string (or object) class labels: compare by equality, as label agreement
+        same = np.asarray([str(a) == str(b) for a, b in zip(ref.ravel(), got.ravel())], dtype=bool)
+        agree = float(np.mean(same)) if ref.size else 1.0
+        wrong = int(np.sum(~same))
+        passed = agree >= tol.min_top1
+        return OutputParity(
+            **base, max_abs_err=0.0 if wrong == 0 else float("inf"), max_rel_err=0.0, mean_abs_err=float(wrong) / ref.size if ref.size else 0.0,
+            cosine=1.0 if wrong == 0 else agree, mismatched=wrong, elements=int(ref.size), nan=0, inf=0, top1_agreement=agree,
+            passed=passed, reason=None if passed else f"label agreement {agree:.3f} is below {tol.min_top1}",
+            failed_checks=[] if passed else ["labels"],
         )
     if ref.dtype.kind in "iub" and got.dtype.kind in "iub":
         agree = float(np.mean(ref == got)) if ref.size else 1.0
@@ -37,6 +49,7 @@ def compare_output(name: str, reference: Any, candidate: Any, precision: str, ov
             max_rel_err=0.0, mean_abs_err=float(np.mean(ref != got)) if ref.size else 0.0, cosine=1.0 if wrong == 0 else agree,
             mismatched=wrong, elements=int(ref.size), nan=0, inf=0, top1_agreement=agree, passed=passed,
             reason=None if passed else f"label agreement {agree:.3f} is below {tol.min_top1}",
+            failed_checks=[] if passed else ["labels"],
         )
     r = ref.astype(np.float64)
     g = got.astype(np.float64)
@@ -63,21 +76,26 @@ def compare_output(name: str, reference: Any, candidate: Any, precision: str, ov
     max_abs = float(diff.max()) if diff.size else 0.0
     max_rel = float(rel.max()) if rel.size else 0.0
     reasons = []
+    failed: list[str] = []
     if nan or inf:
+        failed.append("nan-inf")
         reasons.append(f"{nan} NaN and {inf} Inf values the source does not produce")
     if mismatched:
+        failed.append("elements")
         reasons.append(
             f"{mismatched} of {r.size} elements outside atol={tol.atol:g} and rtol={tol.rtol:g} "
             f"(max abs err {max_abs:.3g}, max rel err {max_rel:.3g})"
         )
     if cosine < tol.min_cosine:
+        failed.append("cosine")
         reasons.append(f"cosine similarity {cosine:.6f} is below {tol.min_cosine}")
     if top1 is not None and top1 < tol.min_top1:
+        failed.append("top1")
         reasons.append(f"top-1 agreement {top1:.3f} is below {tol.min_top1}")
     return OutputParity(
         **base, max_abs_err=max_abs, max_rel_err=max_rel, mean_abs_err=float(diff.mean()) if diff.size else 0.0,
         cosine=cosine, mismatched=mismatched, elements=int(r.size), nan=nan, inf=inf, top1_agreement=top1,
-        passed=not reasons, reason="; ".join(reasons) or None,
+        passed=not reasons, reason="; ".join(reasons) or None, failed_checks=failed,
     )
 
 
@@ -99,18 +117,32 @@ def check_parity(
     gots = [candidate(f) for f in feeds]
     outputs = []
     for name in output_names:
-        ref = np.concatenate([np.atleast_1d(np.asarray(r[name])) for r in refs])
         try:
-            got = np.concatenate([np.atleast_1d(np.asarray(g[name])) for g in gots])
-        except (KeyError, ValueError) as exc:
+            got_parts = [np.atleast_1d(np.asarray(g[name])) for g in gots]
+        except KeyError as exc:
+            ref_size = sum(np.asarray(r[name]).size for r in refs)
             outputs.append(
                 OutputParity(
                     name=name, max_abs_err=float("inf"), max_rel_err=float("inf"), mean_abs_err=float("inf"), cosine=0.0,
-                    mismatched=int(ref.size), elements=int(ref.size), nan=0, inf=0, atol=0.0, rtol=0.0, passed=False,
-                    reason=f"the candidate does not produce this output ({type(exc).__name__})",
+                    mismatched=int(ref_size), elements=int(ref_size), nan=0, inf=0, atol=0.0, rtol=0.0, passed=False,
+                    reason=f"the candidate does not produce this output ({type(exc).__name__})", failed_checks=["missing"],
                 )
             )
             continue
+        ref_parts = [np.atleast_1d(np.asarray(r[name])) for r in refs]
+        # shapes are compared batch by batch: a model that behaves differently at one batch size must not hide
+        bad = next((i for i, (r, g) in enumerate(zip(ref_parts, got_parts)) if r.shape != g.shape), None)
+        if bad is not None:
+            rows_at = len(np.atleast_1d(next(iter(feeds[bad].values())))) if feeds[bad] else 1
+            diff = compare_output(name, ref_parts[bad], got_parts[bad], precision, overrides or [])
+            diff.reason = f"at batch size {rows_at}: {diff.reason}"
+            outputs.append(diff)
+            continue
+        try:
+            ref, got = np.concatenate(ref_parts), np.concatenate(got_parts)
+        except ValueError:  # ranks differ between batches (e.g. a squeezed batch of 1): compare flattened
+            ref = np.concatenate([p.ravel() for p in ref_parts])
+            got = np.concatenate([p.ravel() for p in got_parts])
         outputs.append(compare_output(name, ref, got, precision, overrides or []))
     rows = [len(np.atleast_1d(next(iter(f.values())))) if f else 1 for f in feeds]
     user_rows = sum(rows[len(rows) - user_batches :]) if user_batches else 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import platform
 import shutil
@@ -17,7 +19,7 @@ from mlserve.optimize.feeds import load_user_data, make_feeds
 from mlserve.optimize.models import Candidate, Latency, OptimizeResult, Registered, SourceInfo
 from mlserve.optimize.parity import check_parity
 from mlserve.optimize.sources import LoadedSource, load_source
-from mlserve.optimize.specs import VARIANTS, InputSpec, ToleranceOverride
+from mlserve.optimize.specs import TOLERANCE_FORMAT, VARIANTS, InputSpec, ToleranceOverride, check_tolerance_outputs, tolerance_for
 from mlserve.optimize.timing import TimingSettings, measure
 from mlserve.optimize.variants import BUILDERS, BuildContext, Built, VariantSkipped, auto_variants, cpu_flags, has_vnni
 from mlserve.progress import NULL_PROGRESS, Progress
@@ -70,6 +72,34 @@ def _validate(options: OptimizeOptions) -> None:
         raise UsageError("--output takes one artifact but several variants were asked for", hint="use --output-dir, or --auto to choose one")
     if options.register_as and not (options.auto or len(options.variants) + len(options.candidates) == 1):
         raise UsageError("--register stores one artifact: use it with --auto or with a single --variant")
+    if options.register_as:
+        from mlserve.registry.names import check_model_name
+
+        try:
+            check_model_name(options.register_as)  # before any work is done
+        except UsageError as exc:
+            raise UsageError(f"--register {options.register_as!r}: {exc.message}", hint=exc.hint) from None
+    for flag, path in (("--output", options.output), ("--report", options.report)):
+        if path is None:
+            continue
+        if path.is_dir():
+            raise UsageError(f"{flag} {path} is a directory", hint=f"give {flag} a file name, e.g. {path / ('model.onnx' if flag == '--output' else 'report.json')}")
+        _check_parent(flag, path.parent)
+    if options.output_dir is not None:
+        if options.output_dir.exists() and not options.output_dir.is_dir():
+            raise UsageError(f"--output-dir {options.output_dir} exists and is not a directory", hint="give --output-dir a directory")
+        _check_parent("--output-dir", options.output_dir)
+
+
+def _check_parent(flag: str, path: Path) -> None:
+    """The nearest existing ancestor must be a writable directory (it is created later if missing)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UsageError(f"{flag}: {probe} is a file, not a directory", hint=f"choose another path for {flag}")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}: cannot write into {probe} (permission denied)", hint=f"choose another path for {flag}")
 
 
 def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress: Progress) -> OptimizeResult:
@@ -82,9 +112,16 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
         inputs=source.inputs, outputs=source.output_names,
     )
 
+    check_tolerance_outputs(options.tolerances, source.output_names)
+
     # the same seeded inputs for every candidate, plus the user's own rows
     batch = options.parity_batch_size if all(s.dynamic_batch for s in source.inputs) else None
     feeds = [make_feeds(source.inputs, batch=batch, seed=options.seed + i) for i in range(options.parity_batches)]
+    if batch is not None:
+        # latency is measured (and models are served) at batch 1: prove parity there too, and at an odd size,
+        # so that an export specialised to one batch size cannot pass on batches of --parity-batch-size only
+        for extra, size in enumerate(sorted({1, 3} - {batch})):
+            feeds.append(make_feeds(source.inputs, batch=size, seed=options.seed + options.parity_batches + extra))
     user_feeds = load_user_data(options.data, source.inputs, batch=options.parity_batch_size) if options.data else []
     all_feeds = feeds + user_feeds
     with progress.task("running the source model on the parity inputs"):
@@ -102,6 +139,7 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
         names, skipped = list(options.variants), {}
     candidates: list[Candidate] = []
     artifacts: dict[str, Path] = {}
+    errors: dict[str, MlserveError] = {}
     for name, reason in skipped.items():
         candidates.append(Candidate(name=name, precision=VARIANTS[name][0], verdict="skipped", reason=reason))
 
@@ -118,6 +156,7 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
         except MlserveError as exc:
             if not options.auto:
                 raise
+            errors[name] = exc
             candidates.append(Candidate(name=name, precision=precision, verdict="error", reason=str(exc)))
             continue
         with progress.task(f"{name}: checking parity against the source"):
@@ -131,6 +170,7 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
                 why = str(exc) if isinstance(exc, MlserveError) else f"{type(exc).__name__}: {str(exc)[:300]}"
                 if not options.auto:
                     raise UsageError(f"{name} cannot run: {why}") from None
+                errors[name] = UsageError(f"{name} cannot run: {why}")
                 candidates.append(Candidate(name=name, precision=precision, verdict="error", reason=f"cannot run: {why}", recipe=built.recipe))
                 continue
         verdict = "passed" if report.passed else "failed-parity"
@@ -143,6 +183,8 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
         )
         artifacts[name] = built.path
     warnings.extend(ctx.warnings)
+    if options.auto:
+        _raise_baseline_error(errors)  # before anything is measured
 
     if not options.auto:
         if not artifacts and all(c.verdict == "skipped" for c in candidates):
@@ -156,7 +198,7 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
             c = failing[0]
             raise ParityError(
                 f"{c.name} does not compute the same function as the source: {c.reason}",
-                hint="loosen with --tolerance OUTPUT:ATOL:RTOL if that error is acceptable, or --allow-mismatch (not recommended)",
+                hint=_loosen_hint(c, options.tolerances),
                 details={"candidate": c.name, "parity": c.parity.model_dump(mode="json") if c.parity else None},
             )
         for c in failing:
@@ -201,6 +243,16 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
     return result
 
 
+def _raise_baseline_error(errors: dict[str, MlserveError]) -> None:
+    """An FP32 baseline that could not be built or run fails with its own error and exit code, not as a parity failure."""
+    if "fp32" not in errors:
+        return
+    carried = copy.copy(errors["fp32"])  # keeps its class, so its own exit code (2, 7...)
+    carried.message = f"the FP32 ONNX baseline could not be built, so no candidate can be trusted: {carried.message}"
+    carried.args = (carried.message,)
+    raise carried
+
+
 def _choose(candidates: list[Candidate], options: OptimizeOptions) -> Candidate | None:
     fp32 = next((c for c in candidates if c.name == "fp32"), None)
     if fp32 is None or fp32.verdict != "passed":
@@ -225,6 +277,36 @@ def _choose(candidates: list[Candidate], options: OptimizeOptions) -> Candidate 
         if c.latency.p50_ms < best.latency.p50_ms:  # type: ignore[union-attr]
             best = c
     return best
+
+
+def _loosen_hint(candidate: Candidate, overrides: list[ToleranceOverride]) -> str:
+    """What to pass to accept this failure, for the criterion that actually failed."""
+    worst = candidate.parity.worst() if candidate.parity else None
+    if worst is None:
+        return f"loosen with --tolerance {TOLERANCE_FORMAT} if that error is acceptable, or --allow-mismatch (not recommended)"
+    tol = tolerance_for(worst.name, candidate.parity.precision, overrides)  # type: ignore[union-attr]
+    checks = set(worst.failed_checks)
+    if checks & {"shape", "missing", "nan-inf"}:
+        return "no --tolerance accepts a shape difference, a missing output or NaN/Inf the source does not produce; check the export (--input shapes, batch-dependent code)"
+    atol = f"{max(tol.atol, worst.max_abs_err * 1.1):.3g}" if "elements" in checks else f"{tol.atol:g}"
+    rtol = f"{tol.rtol:g}"
+    cosine = f"{min(tol.min_cosine, worst.cosine * 0.999):.6g}" if "cosine" in checks else f"{tol.min_cosine:g}"
+    agreement = worst.top1_agreement if worst.top1_agreement is not None else tol.min_top1
+    top1 = f"{math.floor(min(tol.min_top1, agreement) * 1000) / 1000:g}" if checks & {"top1", "labels"} else f"{tol.min_top1:g}"
+    fields = []
+    if "elements" in checks:
+        fields.append("ATOL/RTOL")
+    if "cosine" in checks:
+        fields.append("MIN_COSINE (the 4th field)")
+    if checks & {"top1", "labels"}:
+        fields.append("MIN_TOP1 (the 5th field)")
+        example = f"{worst.name}:{atol}:{rtol}:{cosine}:{top1}"
+    elif "cosine" in checks:
+        example = f"{worst.name}:{atol}:{rtol}:{cosine}"
+    else:
+        example = f"{worst.name}:{atol}:{rtol}"
+    what = " and ".join(fields) or "the tolerance"
+    return f"if that error is acceptable, loosen {what} with --tolerance {TOLERANCE_FORMAT}, e.g. --tolerance '{example}'; or --allow-mismatch (not recommended)"
 
 
 def _single(candidates: list[Candidate]) -> Candidate | None:
@@ -304,11 +386,14 @@ def _write(result: OptimizeResult, candidates: list[Candidate], artifacts: dict[
     if options.output_dir:
         options.output_dir.mkdir(parents=True, exist_ok=True)
         for c in candidates:
-            if c.name in artifacts and c.verdict in ("chosen", "passed", "slower", "mismatch-allowed"):
-                suffix = artifacts[c.name].suffix
-                target = options.output_dir / f"{_stem(source)}.{c.name.replace(':', '-')}{suffix}"
-                _atomic_copy(artifacts[c.name], target)
-                c.path = str(target)
+            if c.name not in artifacts:
+                continue
+            # every candidate that was built is kept; one that failed parity says so in its name
+            tag = ".FAILED-PARITY" if c.verdict == "failed-parity" else ""
+            suffix = artifacts[c.name].suffix
+            target = options.output_dir / f"{_stem(source)}.{c.name.replace(':', '-')}{tag}{suffix}"
+            _atomic_copy(artifacts[c.name], target)
+            c.path = str(target)
         result.output_dir = str(options.output_dir)
     chosen_path: Path | None = None
     if chosen is not None:
@@ -319,15 +404,25 @@ def _write(result: OptimizeResult, candidates: list[Candidate], artifacts: dict[
             chosen_path = options.output
     elif options.output or options.register_as:
         raise UsageError("no candidate was chosen, so nothing can be written to --output or registered")
-    if options.register_as and chosen is not None and chosen_path is not None:
-        result.registered = _register(options, result, chosen, chosen_path)
     if options.report:
         result.report = str(options.report)
-        options.report.parent.mkdir(parents=True, exist_ok=True)
-        fd, scratch = tempfile.mkstemp(prefix=f".{options.report.name}.", dir=options.report.parent)
+        _write_report(result, options.report)  # before registering: a failed registration keeps the report
+    if options.register_as and chosen is not None and chosen_path is not None:
+        result.registered = _register(options, result, chosen, chosen_path)
+        if options.report:
+            _write_report(result, options.report)  # now with the registered version
+
+
+def _write_report(result: OptimizeResult, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(result.model_dump_json(indent=2) + "\n")
-        os.replace(scratch, options.report)
+        os.replace(scratch, path)
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
@@ -380,4 +475,13 @@ def _register(options: OptimizeOptions, result: OptimizeResult, chosen: Candidat
     }
     reg = Registry(root=options.registry_root, lock_timeout=options.lock_timeout)
     done = reg.register(options.register_as, path, metrics=metrics, meta=meta)  # type: ignore[arg-type]
-    return Registered(model=done.model, version=str(done.version), sha256=done.sha256)
+    if done.duplicate_of:
+        # identical content is never stored twice: the figures and lineage go on the version that holds it
+        reg.record_metrics(done.model, done.version, metrics, meta=meta, reason="mlserve optimize: figures of identical content")
+        result.warnings.append(
+            f"the chosen artifact is identical to {done.model}:{done.duplicate_of}; no new version was created, "
+            f"its figures and lineage were recorded on {done.model}:{done.duplicate_of}"
+        )
+    else:
+        result.warnings.extend(done.warnings)
+    return Registered(model=done.model, version=str(done.version), sha256=done.sha256, created=done.created, duplicate_of=done.duplicate_of)

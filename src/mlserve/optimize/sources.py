@@ -77,11 +77,19 @@ def load_source(
     path = Path(location).expanduser()
     if path.exists():
         return _load_path(path, location, user_inputs, trust_pickle, progress)
+    ref = _parse_registry_ref(location)
+    # NAME:VERSION reads like module:function too: a model that exists in the registry wins
+    in_registry = ref is not None and _registry_has_model(ref.model, registry_root)
+    if in_registry:
+        return _load_registry(location, user_inputs, trust_pickle, registry_root, lock_timeout, progress)
     if _FACTORY_RE.match(location) and _factory_module_exists(location.split(":")[0]):
-        return _load_factory(location, user_inputs, progress)
+        registry_note = (
+            f"; it is not a registry reference either (no model {ref.model!r} in the registry at {_registry_root(registry_root)})"
+            if ref is not None else ""
+        )
+        return _load_factory(location, user_inputs, progress, registry_note=registry_note)
     if path.suffix.lower() in MODEL_SUFFIXES or os.sep in location:
         raise NotFoundError(f"model file {location} does not exist")
-    ref = _parse_registry_ref(location)
     if ref is not None:
         return _load_registry(location, user_inputs, trust_pickle, registry_root, lock_timeout, progress)
     raise NotFoundError(
@@ -99,6 +107,22 @@ def _parse_registry_ref(text: str) -> Any:
     except ImportError:
         return None
     return parse_ref(text)
+
+
+def _registry_root(registry_root: Path | None) -> Path:
+    from mlserve.registry import Registry
+
+    return Registry(root=registry_root).root
+
+
+def _registry_has_model(name: str, registry_root: Path | None) -> bool:
+    """Cheap: the model's index file exists (nothing is locked, loaded or created)."""
+    try:
+        from mlserve.registry import Registry
+
+        return (Registry(root=registry_root).model_dir(name) / "model.json").is_file()
+    except (MlserveError, OSError):
+        return False
 
 
 def _load_registry(location, user_inputs, trust_pickle, registry_root, lock_timeout, progress) -> LoadedSource:
@@ -182,6 +206,14 @@ def _load_onnx(path: Path, location: str, user_inputs: list[InputSpec]) -> Loade
         specs.append(declared)
     if by_name:
         raise UsageError(f"--input names {sorted(by_name)} are not inputs of {path.name}", hint=f"its inputs: {[s.name for s in specs]}")
+    not_tensors = [(o.name, o.type.WhichOneof("value")) for o in model.graph.output if o.type.WhichOneof("value") != "tensor_type"]
+    if not_tensors:
+        kinds = ", ".join(f"{name!r} ({(kind or 'unknown').replace('_type', '')})" for name, kind in not_tensors)
+        raise UsageError(
+            f"{path.name} has outputs that are not tensors: {kinds}; parity and benchmarks compare tensors only",
+            hint="a scikit-learn classifier converted with a ZipMap: re-export with skl2onnx options={id(model): {'zipmap': False}} "
+            "(to_onnx(..., options={'zipmap': False})), or optimize the .joblib/.pkl itself with --trust-pickle",
+        )
     outputs = [o.name for o in model.graph.output]
     session_box: dict[str, Any] = {}
 
@@ -233,8 +265,19 @@ def _load_sklearn(path: Path, location: str) -> LoadedSource:
         raise UsageError(f"{type(model).__name__} in {path.name} is not fitted (no n_features_in_)")
     classifier = bool(is_classifier(model))
     spec = InputSpec(name="X", shape=[None, int(n_features)], dtype="float32", dynamic_batch=True)
-    outputs = ["label", "probabilities"] if classifier and hasattr(model, "predict_proba") else ["variable"]
+    if not classifier:
+        outputs = ["variable"]
+    elif hasattr(model, "predict_proba"):
+        outputs = ["label", "probabilities"]
+    elif hasattr(model, "decision_function"):
+        outputs = ["label", "scores"]
+    else:
+        outputs = ["label"]
     return _sklearn_source(model, location, spec, outputs, classifier)
+
+
+# skl2onnx's output names (zipmap off) -> the reference's: matched by name, never by position
+_SKL2ONNX_OUTPUTS = {"label": "label", "output_label": "label", "probabilities": "probabilities", "output_probability": "probabilities", "variable": "variable"}
 
 
 def _sklearn_source(model: Any, location: str, spec: InputSpec, outputs: list[str], classifier: bool) -> LoadedSource:
@@ -244,7 +287,15 @@ def _sklearn_source(model: Any, location: str, spec: InputSpec, outputs: list[st
         x = feeds[spec.name]
         if outputs == ["variable"]:
             return {"variable": np.asarray(model.predict(x), dtype=np.float32).reshape(len(x), -1)}
-        return {"label": np.asarray(model.predict(x)), "probabilities": np.asarray(model.predict_proba(x), dtype=np.float32)}
+        result: dict[str, Any] = {"label": np.asarray(model.predict(x))}
+        if "probabilities" in outputs:
+            result["probabilities"] = np.asarray(model.predict_proba(x), dtype=np.float32)
+        if "scores" in outputs:
+            scores = np.asarray(model.decision_function(x), dtype=np.float32)
+            if scores.ndim == 1:  # binary: one score per row, a column in the ONNX graph
+                scores = scores.reshape(-1, 1)
+            result["scores"] = scores
+        return result
 
     def timed(feeds: Feeds) -> Callable[[], Any]:
         x = feeds[spec.name]
@@ -257,23 +308,46 @@ def _sklearn_source(model: Any, location: str, spec: InputSpec, outputs: list[st
 
         from mlserve.optimize._quiet import quiet
 
-        options = {id(model): {"zipmap": False}} if classifier else None
+        def convert(options: Any) -> Any:
+            return skl2onnx.convert_sklearn(
+                model, initial_types=[(spec.name, FloatTensorType([None, spec.shape[1]]))], options=options, target_opset=17
+            )
+
         with progress.task("converting with skl2onnx"), quiet() as log:
             try:
-                onx = skl2onnx.convert_sklearn(
-                    model, initial_types=[(spec.name, FloatTensorType([None, spec.shape[1]]))], options=options, target_opset=17
-                )
+                if classifier:
+                    try:
+                        onx = convert({id(model): {"zipmap": False}})  # tensors, not a list of dicts
+                    except Exception as exc:  # noqa: BLE001 - converters without the option (LinearSVC...) refuse it
+                        if "zipmap" not in str(exc):
+                            raise
+                        onx = convert(None)
+                else:
+                    onx = convert(None)
             except Exception as exc:  # noqa: BLE001 - converter errors are diverse
                 raise UsageError(f"skl2onnx cannot convert {type(model).__name__}: {exc} {log.tail()}".strip()) from None
-        names = [o.name for o in onx.graph.output]
-        if names != outputs:
-            # keep the reference and the graph in agreement whatever skl2onnx named them
-            for old, new in zip(names, outputs):
-                for o in onx.graph.output:
-                    if o.name == old:
-                        o.name = new
-                for node in onx.graph.node:
-                    node.output[:] = [new if n == old else n for n in node.output]
+        not_tensors = [o.name for o in onx.graph.output if o.type.WhichOneof("value") != "tensor_type"]
+        if not_tensors:
+            raise UsageError(f"skl2onnx converted {type(model).__name__} with non-tensor outputs {not_tensors}, which cannot be compared")
+        # the second output of a classifier without predict_proba holds decision scores, whatever skl2onnx calls it
+        wanted = {**_SKL2ONNX_OUTPUTS, **({"probabilities": "scores"} if "scores" in outputs else {})}
+        renames = {o.name: wanted.get(o.name, o.name) for o in onx.graph.output}
+        produced = [renames[o.name] for o in onx.graph.output]
+        missing = [name for name in outputs if name not in produced]
+        if missing:
+            raise UsageError(
+                f"skl2onnx converted {type(model).__name__} with outputs {[o.name for o in onx.graph.output]}; "
+                f"missing {missing}, which the scikit-learn model computes"
+            )
+        for old, new in renames.items():
+            if old == new:
+                continue
+            for o in onx.graph.output:
+                if o.name == old:
+                    o.name = new
+            for node in onx.graph.node:
+                node.output[:] = [new if n == old else n for n in node.output]
+                node.input[:] = [new if n == old else n for n in node.input]
         target.write_bytes(onx.SerializeToString())
         return "skl2onnx"
 
@@ -297,7 +371,7 @@ def _factory_module_exists(module: str) -> bool:
         return False
 
 
-def _load_factory(location: str, user_inputs: list[InputSpec], progress: Progress) -> LoadedSource:
+def _load_factory(location: str, user_inputs: list[InputSpec], progress: Progress, *, registry_note: str = "") -> LoadedSource:
     torch = require("torch", purpose="PyTorch factories")
     module_name, func_name = location.split(":")
     try:
@@ -306,8 +380,11 @@ def _load_factory(location: str, user_inputs: list[InputSpec], progress: Progres
         raise UsageError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from None
     factory = getattr(module, func_name, None)
     if not callable(factory):
-        raise NotFoundError(f"{module_name} has no callable {func_name!r}")
-    made = factory()
+        raise NotFoundError(f"{location!r} is not a factory: module {module_name} has no callable {func_name!r}{registry_note}")
+    try:
+        made = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed: their error, not mlserve's
+        raise UsageError(f"factory {location} raised {type(exc).__name__}: {str(exc).strip()[:300]}", hint="fix the factory (run it in Python to see the traceback)") from None
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
         raise UsageError(f"{location} must return (torch.nn.Module, example_inputs); it returned {type(made).__name__}")
     net, example = made

@@ -113,20 +113,46 @@ class ToleranceOverride(BaseModel):
     output: str = Field(description="output name, or '*' for every output")
     atol: float
     rtol: float
+    min_cosine: Optional[float] = Field(None, description="lowest acceptable cosine similarity (None: the precision's default)")
+    min_top1: Optional[float] = Field(None, description="lowest acceptable top-1/label agreement (None: the precision's default)")
+
+
+TOLERANCE_FORMAT = "OUTPUT:ATOL:RTOL[:MIN_COSINE[:MIN_TOP1]]"
 
 
 def parse_tolerance(text: str) -> ToleranceOverride:
-    """``OUTPUT:ATOL:RTOL`` (OUTPUT may be ``*``) -> ToleranceOverride."""
-    parts = text.strip().rsplit(":", 2)
-    if len(parts) != 3 or not parts[0]:
-        raise UsageError(f"bad --tolerance {text!r}", hint="use OUTPUT:ATOL:RTOL, e.g. logits:1e-3:1e-2 or '*:1e-3:1e-2'")
+    """``OUTPUT:ATOL:RTOL[:MIN_COSINE[:MIN_TOP1]]`` (OUTPUT may be ``*``) -> ToleranceOverride.
+
+    The numbers are the trailing fields (2 to 4 of them); everything before them is the output name.
+    """
+    hint = f"use {TOLERANCE_FORMAT}, e.g. logits:1e-3:1e-2, '*:1e-3:1e-2' or logits:1e-2:1e-2:0.999:0.97"
+    parts = text.strip().split(":")
+    numbers: list[str] = []
+    while len(parts) > 1 and len(numbers) < 4 and _is_number(parts[-1]):
+        numbers.insert(0, parts.pop())
+    name = ":".join(parts)
+    if len(numbers) < 2 or not name:
+        if name and len(text.strip().split(":")) >= 3:
+            raise UsageError(f"bad --tolerance {text!r}: ATOL and RTOL must be numbers", hint=hint)
+        raise UsageError(f"bad --tolerance {text!r}", hint=hint)
+    values = [float(n) for n in numbers]
+    if any(v != v or v < 0 for v in values[:2]):
+        raise UsageError(f"bad --tolerance {text!r}: ATOL and RTOL must be non-negative numbers", hint=hint)
+    min_cosine = values[2] if len(values) > 2 else None
+    min_top1 = values[3] if len(values) > 3 else None
+    if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:
+        raise UsageError(f"bad --tolerance {text!r}: MIN_COSINE must lie between -1 and 1", hint=hint)
+    if min_top1 is not None and not 0.0 <= min_top1 <= 1.0:
+        raise UsageError(f"bad --tolerance {text!r}: MIN_TOP1 must lie between 0 and 1", hint=hint)
+    return ToleranceOverride(output=name, atol=values[0], rtol=values[1], min_cosine=min_cosine, min_top1=min_top1)
+
+
+def _is_number(text: str) -> bool:
     try:
-        atol, rtol = float(parts[1]), float(parts[2])
+        float(text)
     except ValueError:
-        raise UsageError(f"bad --tolerance {text!r}: ATOL and RTOL must be numbers") from None
-    if atol < 0 or rtol < 0 or atol != atol or rtol != rtol:
-        raise UsageError(f"bad --tolerance {text!r}: ATOL and RTOL must be non-negative numbers")
-    return ToleranceOverride(output=parts[0], atol=atol, rtol=rtol)
+        return False
+    return bool(text.strip())
 
 
 def tolerance_for(output: str, precision: str, overrides: list[ToleranceOverride]) -> Tolerance:
@@ -136,11 +162,26 @@ def tolerance_for(output: str, precision: str, overrides: list[ToleranceOverride
     for override in overrides:
         if override.output == output:
             chosen = override
-        elif override.output == "*" and chosen is None:
+        elif override.output == "*" and (chosen is None or chosen.output == "*"):
             chosen = override
     if chosen is None:
         return base
-    return base.model_copy(update={"atol": chosen.atol, "rtol": chosen.rtol})
+    update: dict[str, float] = {"atol": chosen.atol, "rtol": chosen.rtol}
+    if chosen.min_cosine is not None:
+        update["min_cosine"] = chosen.min_cosine
+    if chosen.min_top1 is not None:
+        update["min_top1"] = chosen.min_top1
+    return base.model_copy(update=update)
+
+
+def check_tolerance_outputs(overrides: list[ToleranceOverride], outputs: list[str]) -> None:
+    """Refuse a --tolerance that names no output of the model (a typo would silently keep the defaults)."""
+    unknown = [o.output for o in overrides if o.output != "*" and o.output not in outputs]
+    if unknown:
+        raise UsageError(
+            f"--tolerance names {', '.join(repr(u) for u in unknown)}, which {'is not an output' if len(unknown) == 1 else 'are not outputs'} of the model",
+            hint=f"its outputs: {', '.join(outputs)} (or '*' for all)",
+        )
 
 
 def parse_variants(texts: list[str]) -> list[str]:

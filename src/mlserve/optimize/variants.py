@@ -94,7 +94,10 @@ def build_fp32(ctx: BuildContext) -> Built:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(out)
         options.log_severity_level = 3
-        ort.InferenceSession(str(ctx.source_onnx), options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(str(ctx.source_onnx), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT reports bad models with its own exception types
+            raise VariantBuildError(f"fp32: ONNX Runtime cannot optimize the export: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
     return Built(out, {"variant": "fp32", "graph_optimization_level": "ORT_ENABLE_EXTENDED", "tool": "onnxruntime"})
 
 
@@ -153,12 +156,19 @@ def build_int8_dynamic(ctx: BuildContext) -> Built:
 class _Reader:
     """A CalibrationDataReader over a list of feeds (the ORT quantizer pulls them one by one)."""
 
-    def __init__(self, feeds: list[dict[str, Any]]) -> None:
+    def __init__(self, feeds: list[dict[str, Any]], advance: Callable[[], None] | None = None) -> None:
         self._iter: Iterator[dict[str, Any]] = iter(feeds)
         self._feeds = feeds
+        self._advance = advance
+        self.served = 0
 
     def get_next(self) -> dict[str, Any] | None:
-        return next(self._iter, None)
+        item = next(self._iter, None)
+        if item is not None:
+            self.served += 1
+            if self._advance is not None:
+                self._advance()  # the calibration progress bar moves with each batch the quantizer pulls
+        return item
 
     def rewind(self) -> None:
         self._iter = iter(self._feeds)
@@ -181,12 +191,12 @@ def build_int8_static(ctx: BuildContext) -> Built:
             "give real samples with --calibration-data FILE.npz"
         )
     out = ctx.workdir / "int8-static.onnx"
-    with ctx.progress.task(f"int8-static: calibrating on {len(feeds)} batches", total=len(feeds)), quiet() as log:
+    with ctx.progress.task(f"int8-static: calibrating on {len(feeds)} batches", total=len(feeds)) as task, quiet() as log:
         try:
             quantize_static(
                 str(ctx.preprocessed()),
                 str(out),
-                _Reader(feeds),
+                _Reader(feeds, task.advance),
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
