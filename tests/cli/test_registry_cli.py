@@ -249,3 +249,17 @@ def test_long_version_lists_print_as_plain_aligned_text(cli, registry_dir: Path,
     assert len(lines) == PLAIN_ROWS + 2
     assert lines[0].split() == ["version", "registered", "sha256", "size", "status", "stages", "tags"]
     assert lines[1].split()[0] == "1" and lines[1].split()[1].endswith("Z") and lines[-1].split()[0] == str(PLAIN_ROWS + 1)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["register"], "error: Missing argument 'name'. (see 'mlserve register -h')"),
+    (["bogus"], "error: No such command 'bogus'. (see 'mlserve -h')"),
+    (["list", "--bogus"], "error: No such option: --bogus (see 'mlserve list -h')"),
+])
+def test_usage_errors_are_one_line_too(cli, registry_dir: Path, args, message) -> None:
+    r = cli(*args)
+    assert (r.exit_code, r.stderr) == (exitcodes.USAGE, message + "\n")
+    r = cli(*args, "--json")
+    assert r.exit_code == exitcodes.USAGE
+    if args[0] != "bogus":
+        assert json.loads(r.stdout)["error"]["code"] == "usage"

@@ -56,10 +56,36 @@ def _report(exc: BaseException, ctx: click.Context) -> int:
 class BoundaryGroup(TyperGroup):
     """Root group: every exception raised below it is turned into one stderr line and an exit code."""
 
-    def main(self, args: Any = None, *a: Any, **kw: Any) -> Any:  # remember argv for the --json check
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **kw: Any) -> Any:
+        """Usage errors too become one ``error:`` line (and a JSON error document under --json)."""
         global _current_args
         _current_args = list(args) if args is not None else sys.argv[1:]
-        return super().main(args, *a, **kw)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `mlserve` / `mlserve rollout`: help, exit 2
+            if not standalone_mode:
+                raise
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            if not standalone_mode:
+                raise
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} -h')" if isinstance(exc, click.exceptions.UsageError) and ctx else ""
+            print(f"error: {exc.format_message()}{hint}".replace("\n", " "), file=sys.stderr)
+            if _wants_json():
+                doc = {"code": "usage", "exit_code": exc.exit_code, "message": exc.format_message()}
+                print(json.dumps({"kind": "error", "schema_version": 1, "error": doc}, sort_keys=True, indent=2))
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            if not standalone_mode:
+                raise
+            print("aborted", file=sys.stderr)
+            sys.exit(exitcodes.INTERRUPTED)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
