@@ -32,8 +32,12 @@ ManifestsOpt = Annotated[Optional[Path], typer.Option(
     "--manifests", help="Apply the changes to the YAML files in this directory (GitOps) instead of a cluster.")]
 NoRegistryOpt = Annotated[bool, typer.Option(
     "--no-registry", help="Take --to as a plain version string; do not resolve it or record anything in the registry.")]
-TimeoutOpt = Annotated[str, typer.Option("--timeout", help="Deadline of the whole rollout (e.g. 30m); past it, traffic goes back to stable (exit 13).")]
-PauseOpt = Annotated[str, typer.Option("--pause", help="Pause after each step before the judge looks (e.g. 2m, 30s, 0.1s).")]
+TimeoutOpt = Annotated[Optional[str], typer.Option(
+    "--timeout", help="Deadline of the whole rollout (e.g. 30m); past it, traffic goes back to stable (exit 13). "
+                      "Default: the planned pauses (and --keep) plus 30m.")]
+PauseOpt = Annotated[Optional[str], typer.Option(
+    "--pause", help="Pause after each step before the judge looks (e.g. 2m, 30s, 0.1s); default: the shortest range "
+                    "the analysis can judge (its min_range), 0 with --no-analysis.")]
 AnalysisOpt = Annotated[Optional[Path], typer.Option(
     "--analysis", help="Analysis file (PromQL checks); default: request success rate and p99 latency.")]
 NoAnalysisOpt = Annotated[bool, typer.Option("--no-analysis", help="Do not query Prometheus; every step passes after its pause.")]
@@ -147,8 +151,8 @@ def _config(name_: str, to_: str, strategy: str, namespace_: str, **kw: Any) -> 
         raise UsageError(f"--on-interrupt must be 'abort' or 'pause', not {kw['on_interrupt']!r}")
     return RolloutConfig(
         name=name, to=to, strategy=strategy, namespace=namespace, router=kw.get("router", "gateway"),
-        steps=parse_steps(kw.get("steps", "100")), pause=parse_duration(kw["pause"], what="--pause"),
-        timeout=parse_duration(kw["timeout"], what="--timeout"), deployment=kw["deployment"], service=kw["service"],
+        steps=parse_steps(kw.get("steps", "100")), pause=None if kw["pause"] is None else parse_duration(kw["pause"], what="--pause"),
+        timeout=None if kw["timeout"] is None else parse_duration(kw["timeout"], what="--timeout"), deployment=kw["deployment"], service=kw["service"],
         route=kw.get("route"), canary_replicas=kw.get("canary_replicas", 1),
         version=VersionSpec(image_template=kw["image"], env_name=kw["version_env"], container=kw["container"]),
         ready_timeout=parse_duration(kw["ready_timeout"], what="--ready-timeout"),
@@ -166,11 +170,11 @@ def canary(
     namespace: NamespaceOpt = None,
     router: Annotated[str, typer.Option("--router", help="Traffic router: gateway (HTTPRoute weights), nginx (canary Ingress) or istio (VirtualService).")] = "gateway",
     steps: Annotated[str, typer.Option("--steps", help="Traffic percentages to the canary, in order.")] = "5,25,50,100",
-    pause: PauseOpt = "2m",
+    pause: PauseOpt = None,
     analysis: AnalysisOpt = None,
     no_analysis: NoAnalysisOpt = False,
     prometheus_url: PrometheusOpt = None,
-    timeout: TimeoutOpt = "30m",
+    timeout: TimeoutOpt = None,
     deployment: DeploymentOpt = None,
     service: ServiceOpt = None,
     route: Annotated[Optional[str], typer.Option("--route", help="HTTPRoute, stable Ingress or VirtualService holding the split; default NAME.")] = None,
@@ -205,11 +209,11 @@ def blue_green(
     keep: Annotated[str, typer.Option("--keep", help="Keep the old colour running this long after the switch, so `undo` is instant.")] = "10m",
     smoke_url: Annotated[Optional[str], typer.Option("--smoke-url", help="URL that must answer 2xx before the switch (e.g. the idle colour's preview Service).")] = None,
     smoke_cmd: Annotated[Optional[str], typer.Option("--smoke-cmd", help="Command that must exit 0 before the switch; gets MLSERVE_ROLLOUT_* variables.")] = None,
-    pause: PauseOpt = "0s",
+    pause: PauseOpt = None,
     analysis: AnalysisOpt = None,
     no_analysis: NoAnalysisOpt = False,
     prometheus_url: PrometheusOpt = None,
-    timeout: TimeoutOpt = "30m",
+    timeout: TimeoutOpt = None,
     deployment: DeploymentOpt = None,
     service: ServiceOpt = None,
     image: ImageOpt = "{repository}:{version}",
@@ -257,7 +261,7 @@ def plan(
     namespace: NamespaceOpt = None,
     router: Annotated[str, typer.Option("--router", help="Traffic router (canary): gateway, nginx or istio.")] = "gateway",
     steps: Annotated[str, typer.Option("--steps", help="Traffic percentages to the canary, in order.")] = "5,25,50,100",
-    pause: PauseOpt = "2m",
+    pause: PauseOpt = None,
     deployment: DeploymentOpt = None,
     service: ServiceOpt = None,
     route: Annotated[Optional[str], typer.Option("--route", help="Object holding the traffic split; default NAME.")] = None,
@@ -328,9 +332,12 @@ def abort(
     """Put traffic back on stable and restore every field the rollout changed. Safe to repeat."""
     from mlserve.cli._output import emit
     from mlserve.rollout.api import abort_rollout
+    from mlserve.rollout.interrupts import catch_signals
 
     target = _target(namespace, kubeconfig, context, server, manifests, registry, lock_timeout, no_registry)
-    emit("rollout-abort", abort_rollout(name, target, reason=reason, dry_run=dry_run), as_json, _render_abort)
+    with catch_signals():  # a Ctrl-C must not leave the revert half-done
+        result = abort_rollout(name, target, reason=reason, dry_run=dry_run)
+    emit("rollout-abort", result, as_json, _render_abort)
 
 
 def promote(
@@ -368,9 +375,12 @@ def undo(
     """Revert NAME's last finished rollout to the previous version (blue-green: switch back)."""
     from mlserve.cli._output import emit
     from mlserve.rollout.api import undo_rollout
+    from mlserve.rollout.interrupts import catch_signals
 
     target = _target(namespace, kubeconfig, context, server, manifests, registry, lock_timeout, no_registry)
-    emit("rollout-undo", undo_rollout(name, target, dry_run=dry_run), as_json, _render_abort)
+    with catch_signals():  # a Ctrl-C must not leave the revert half-done
+        result = undo_rollout(name, target, dry_run=dry_run)
+    emit("rollout-undo", result, as_json, _render_abort)
 
 
 def rbac(

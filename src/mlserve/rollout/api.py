@@ -57,17 +57,41 @@ def open_registry(target: Target) -> Any:
     return RegistryLink.open(target.registry, target.lock_timeout)
 
 
-def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float | None = None) -> Judge:
+@dataclass(frozen=True)
+class SkippedVerdict:
+    """A step the judge does not look at (the engine records it as "skipped")."""
+
+    reason: str
+    verdict: str = "skipped"
+    score: float | None = None
+
+
+STABLE_IDLE = "stable serves no traffic at 100%: nothing to compare against"
+
+
+def load_spec(analysis: Path | None) -> Any:
+    from mlserve.rollout.analysis import default_analysis, load_analysis
+
+    return load_analysis(analysis) if analysis is not None else default_analysis()
+
+
+def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float | None = None,
+                     spec: Any = None) -> Judge:
     """The Prometheus judge of :mod:`mlserve.rollout.analysis`, as the engine's callable.
 
     A ``pause`` too short to give every metric its ``min_points`` is refused up front: such a
     rollout could only ever end "inconclusive".
+
+    Comparisons need traffic on both sides: they are off at a 100% step (stable serves nothing)
+    and for blue-green (stable's traffic is not comparable with a preview's). Where that leaves no
+    metric with a threshold, the step is not judged ("skipped") instead of ending "inconclusive".
     """
     from mlserve.errors import UsageError
-    from mlserve.rollout.analysis import AnalysisContext, default_analysis, judge, load_analysis
+    from mlserve.rollout.analysis import AnalysisContext, judge
     from mlserve.rollout.prometheus import PrometheusClient
 
-    spec = load_analysis(analysis) if analysis is not None else default_analysis()
+    spec = spec if spec is not None else load_spec(analysis)
+    has_threshold = any(m.threshold is not None for m in spec.metrics)
     needed = spec.min_range().total_seconds()
     if pause is not None and pause < needed:
         raise UsageError(f"--pause {pause:g}s is too short for the analysis: it needs at least {needed:g}s "
@@ -77,8 +101,12 @@ def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float
 
     def run(window: JudgeWindow) -> Any:
         # at a 100% step stable serves nothing, so only thresholds can judge it
+        compare = window.strategy == "canary" and window.weight < 100
+        if not compare and not has_threshold:
+            return SkippedVerdict(STABLE_IDLE if window.strategy == "canary" else
+                                  "the analysis has no threshold metric and blue-green cannot compare")
         ctx = AnalysisContext(canary=window.canary, stable=window.stable, namespace=window.namespace,
-                              model=window.model, start=window.start, end=window.end, compare=window.weight < 100)
+                              model=window.model, start=window.start, end=window.end, compare=compare)
         return judge(spec, ctx, client)
 
     return run
@@ -94,14 +122,40 @@ def _engine(target: Target, *, judge: Judge | None = None, progress: Progress = 
 def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = None, prometheus_url: str | None = None,
                 no_analysis: bool = False, progress: Progress = NULL_PROGRESS,
                 interrupt: Interrupt | None = None) -> RolloutResult:
-    """``mlserve rollout canary`` / ``blue-green``."""
+    """``mlserve rollout canary`` / ``blue-green``.
+
+    ``cfg.pause`` None: the analysis's ``min_range()`` (0 without analysis). Blue-green is judged
+    only with an explicit ``analysis`` (thresholds on the idle colour's preview traffic): before the
+    switch the idle colour gets none of the Service's traffic, so the default analysis could only
+    ever say "inconclusive". The planned pauses (and ``--keep``) must fit in ``--timeout``.
+    """
+    from mlserve.errors import UsageError
+    from mlserve.rollout.engine import DEFAULT_SLACK, check_budget, planned_wait
+
     judge = None
-    if not no_analysis and target.manifests is None and prometheus_url:
-        judge = prometheus_judge(analysis, prometheus_url, pause=cfg.pause)
+    spec = None
+    if cfg.strategy == "blue-green" and not no_analysis and analysis is None:
+        cfg.analysis_note = ("analysis skipped: before the switch the idle colour gets no traffic to judge "
+                             "(pass --analysis with thresholds for its preview traffic); readiness and smoke checks only")
+    elif not no_analysis and target.manifests is None and prometheus_url:
+        spec = load_spec(analysis)
+        if cfg.strategy == "blue-green" and not any(m.threshold is not None for m in spec.metrics):
+            raise UsageError(f"the analysis {analysis} has no threshold metric: blue-green judges the idle colour "
+                             "against thresholds only (stable's traffic is not comparable)",
+                             hint="add a threshold to a metric, or use --no-analysis")
+    if cfg.pause is None:
+        cfg.pause = spec.min_range().total_seconds() if spec is not None else 0.0
+    if cfg.timeout is None:
+        cfg.timeout = planned_wait(cfg) + DEFAULT_SLACK
+    check_budget(cfg)
+    if spec is not None:
+        judge = prometheus_judge(analysis, prometheus_url, pause=cfg.pause, spec=spec)  # type: ignore[arg-type]
     return _engine(target, judge=judge, progress=progress, interrupt=interrupt).run(cfg)
 
 
 def plan_rollout(cfg: RolloutConfig, target: Target) -> PlanResult:
+    if cfg.pause is None:  # what a run with the default analysis would pause
+        cfg.pause = load_spec(None).min_range().total_seconds() if cfg.strategy == "canary" else 0.0
     return _engine(target, write=False).plan(cfg)
 
 

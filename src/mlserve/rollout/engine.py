@@ -28,12 +28,14 @@ import os
 import shlex
 import socket
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from pydantic import BaseModel, Field
 
@@ -76,6 +78,7 @@ EXIT_FOR = {
 PHASE_FOR = {"promoted": "succeeded", "rolled-back": "rolled-back", "inconclusive": "inconclusive",
              "aborted": "aborted", "failed": "failed", "paused": "paused"}
 CONFLICT_RETRIES = 5
+DEFAULT_SLACK = 1800.0  # default --timeout: the planned pauses (+ keep) plus this, for readiness and the judge
 
 
 # -- injected outside world --------------------------------------------------------------------------
@@ -114,6 +117,7 @@ class JudgeWindow:
     weight: int
     start: datetime
     end: datetime
+    strategy: str = "canary"  # blue-green: the idle colour, judged before it gets the Service's traffic
 
 
 Judge = Callable[[JudgeWindow], Any]  # returns an object with .verdict (and optionally .score, .reason)
@@ -130,8 +134,8 @@ class RolloutConfig:
     namespace: str = "default"
     router: str = "gateway"
     steps: list[int] = field(default_factory=lambda: [5, 25, 50, 100])
-    pause: float = 120.0
-    timeout: float = 1800.0
+    pause: float | None = 120.0  # None: decided by the caller (the CLI: the analysis's min_range())
+    timeout: float | None = 1800.0  # None: decided by the caller (the CLI: planned waits + DEFAULT_SLACK)
     deployment: str | None = None
     service: str | None = None
     route: str | None = None
@@ -153,6 +157,7 @@ class RolloutConfig:
     smoke_url: str | None = None
     smoke_cmd: str | None = None
     smoke_timeout: float = 60.0
+    analysis_note: str = ""  # why steps are not judged when there is no judge (recorded as their reason)
 
     @property
     def stable_deployment(self) -> str:
@@ -240,6 +245,28 @@ def default_owner() -> str:
     job = os.environ.get("GITHUB_RUN_ID") or os.environ.get("CI_JOB_ID") or os.environ.get("BUILD_ID")
     suffix = f" job {job}" if job else ""
     return f"{user}@{socket.gethostname()}:{os.getpid()}{suffix}"
+
+
+def planned_wait(cfg: RolloutConfig) -> float:
+    """Seconds the rollout will spend in pauses (and, blue-green, keeping the old colour) at the least."""
+    pause = cfg.pause or 0.0
+    if cfg.strategy == "canary":
+        return len(cfg.steps) * pause
+    return pause + cfg.keep
+
+
+def check_budget(cfg: RolloutConfig) -> None:
+    """Refuse up front a rollout whose pauses (+ --keep) cannot fit in --timeout: it could only be aborted."""
+    needed = planned_wait(cfg)
+    if needed < cfg.timeout or cfg.dry_run:
+        return
+    pause = cfg.pause or 0.0
+    if cfg.strategy == "canary":
+        what = f"{len(cfg.steps)} steps x --pause {pause:g}s = {needed:g}s"
+    else:
+        what = f"--pause {pause:g}s + --keep {cfg.keep:g}s = {needed:g}s"
+    raise UsageError(f"--timeout {cfg.timeout:g}s is too short for the planned waits: {what}, before any readiness wait",
+                     hint="raise --timeout, or shorten --pause, --steps or --keep")
 
 
 def make_router(cfg: RolloutConfig) -> Router:
@@ -391,6 +418,38 @@ class RolloutEngine:
                 return "done"
             self.clock.sleep(min(end - now, next_poll - now, 0.05))
 
+    @contextmanager
+    def _beating(self, ctx: "_Ctx") -> Iterator[None]:
+        """Keep the heartbeat going from a thread while the rollout blocks (smoke check, judge).
+
+        The main thread does not touch the state meanwhile; what the heartbeat notices (an abort, a
+        take-over) is raised here once the blocking call returns.
+        """
+        if ctx.dry_run or not ctx.driving:
+            yield
+            return
+        stop = threading.Event()
+        failure: list[BaseException] = []
+
+        def beat() -> None:
+            period = max(0.05, min(ctx.cfg.poll, ctx.cfg.lease_seconds / 3))
+            while not stop.wait(period):
+                try:
+                    self._checkpoint(ctx)
+                except (_Stop, MlserveError) as exc:
+                    failure.append(exc)
+                    return
+
+        thread = threading.Thread(target=beat, name="mlserve-rollout-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        if failure:
+            raise failure[0]
+
     def _wait_ready(self, ctx: "_Ctx", name: str, what: str, *, min_replicas: int = 0) -> None:
         if not self.live or ctx.dry_run:
             return
@@ -413,6 +472,10 @@ class RolloutEngine:
     # ---------------------------------------------------------------------------- preparing
 
     def _prepare(self, cfg: RolloutConfig, owner: str) -> "_Ctx":
+        if cfg.pause is None:
+            cfg.pause = 0.0
+        if cfg.timeout is None:
+            cfg.timeout = planned_wait(cfg) + DEFAULT_SLACK
         if cfg.strategy == "canary" and not cfg.steps:
             raise UsageError("--steps is empty")
         target = self.registry.target(cfg.name, cfg.to)
@@ -451,6 +514,7 @@ class RolloutEngine:
             router_obj = created if created is not None else self._require(
                 router.kind, router.name, ns, "set --route to the object that splits traffic")
             router.weight_ops(router_obj, 0)  # validates the object's shape before anything changes
+            version_ops(stable_dep, cfg.version, target.model, target.version)  # --image and --container, before the lock
             canary_dep = self.store.get("Deployment", cfg.canary_deployment, ns)
             canary_svc = self.store.get("Service", cfg.canary_service, ns)
             record(router.kind, router.name, "traffic", None if created is not None else router_obj,
@@ -474,6 +538,7 @@ class RolloutEngine:
             base = cfg.stable_deployment
             stable_name, canary_name = f"{base}-{live_colour}", f"{base}-{idle_colour}"
             live_dep = self._require("Deployment", stable_name, ns, f"blue-green expects Deployments {base}-blue and {base}-green")
+            version_ops(live_dep, cfg.version, target.model, target.version)  # --image and --container, before the lock
             idle_dep = self.store.get("Deployment", canary_name, ns)
             router = SelectorRouter(svc["metadata"]["name"], cfg.selector_key, live_colour, idle_colour)
             record("Service", router.name, "traffic", svc, router.snapshot_paths(svc))
@@ -533,6 +598,12 @@ class RolloutEngine:
                 f"a rollout of {prior.model} to {prior.version} is {prior.phase if prior.phase != 'progressing' else 'stranded'}: "
                 f"its owner {stored.holder or prior.owner} last reported at {stored.renewed_at}",
                 hint=f"revert it with `mlserve rollout abort {prior.model}` or continue it with --resume",
+            )
+        if not prior.reverted and prior.phase != "succeeded":
+            raise ConflictError(
+                f"the last rollout of {prior.model} to {prior.version} ended {prior.phase} without being reverted: "
+                f"traffic may still be split",
+                hint=f"revert it with `mlserve rollout abort {prior.model}` first",
             )
         state.event(f"rollout of {state.model} {state.version} started by {ctx.owner} "
                     f"(previous rollout: {prior.phase})", self.clock.now())
@@ -638,6 +709,8 @@ class RolloutEngine:
                 ctx.warnings.append(f"{router.kind} {router.name}: the controller has not reported on generation "
                                     f"{generation} after {ctx.cfg.route_check_timeout:g}s; its conditions may be stale")
                 break
+            if ctx.driving:
+                self._checkpoint(ctx)  # heartbeat while the controller catches up
             self._sleep(ctx, min(ctx.cfg.poll, 0.25))
             obj = self.store.get(router.kind, router.name, ctx.namespace) or obj
         errors, warnings = router.problems(obj)
@@ -651,11 +724,12 @@ class RolloutEngine:
         state = ctx.state
         record = StepRecord(index=index, weight=weight, started_at=started)
         if self.judge is None:
-            record.verdict, record.reason = "skipped", "no analysis configured"
+            record.verdict, record.reason = "skipped", ctx.cfg.analysis_note or "no analysis configured"
         else:
             window = JudgeWindow(model=state.model, version=state.version, namespace=ctx.namespace, canary=state.canary,
-                                 stable=state.stable, step=index, weight=weight, start=started, end=self.clock.now())
-            with self.progress.task(f"judging step {index + 1}"):
+                                 stable=state.stable, step=index, weight=weight, start=started, end=self.clock.now(),
+                                 strategy=state.strategy)
+            with self.progress.task(f"judging step {index + 1}"), self._beating(ctx):
                 verdict = self.judge(window)
             record.verdict = str(getattr(verdict, "verdict", verdict))
             record.score = getattr(verdict, "score", None)
@@ -747,6 +821,15 @@ class RolloutEngine:
             except _Stop as stop:
                 if ctx.remote_abort or ctx.taken_over:
                     raise
+                if self.clock.now() > state.deadline:
+                    # past the deadline the switch stands: the old colour must not stay at full size forever
+                    ctx.warnings.append(f"{stop.message} while keeping {state.stable}: the switch to {state.version} "
+                                        f"stands and {state.stable} is scaled to 0 early")
+                    self._patch(ctx, "Deployment", state.stable, lambda d: set_ops(d, pointer("spec", "replicas"), 0),
+                                "scale the old colour to 0")
+                    self._checkpoint(ctx, lambda s: (setattr(s, "phase", "succeeded"), setattr(s, "outcome", "promoted")))
+                    ctx.release = True
+                    return
                 ctx.warnings.append(f"{stop.message}: the switch to {state.version} stands and {state.stable} was left running")
                 self._checkpoint(ctx, lambda s: (setattr(s, "phase", "succeeded"), setattr(s, "outcome", "promoted")))
                 ctx.release = True
@@ -760,7 +843,7 @@ class RolloutEngine:
         cfg, state = ctx.cfg, ctx.state
         if cfg.smoke_url:
             try:
-                with urllib.request.urlopen(cfg.smoke_url, timeout=cfg.smoke_timeout) as resp:  # noqa: S310 - user's URL
+                with self._beating(ctx), urllib.request.urlopen(cfg.smoke_url, timeout=cfg.smoke_timeout) as resp:  # noqa: S310
                     code = resp.status
             except urllib.error.HTTPError as exc:
                 code = exc.code
@@ -773,8 +856,9 @@ class RolloutEngine:
             env = dict(os.environ, MLSERVE_ROLLOUT_MODEL=state.model, MLSERVE_ROLLOUT_VERSION=state.version,
                        MLSERVE_ROLLOUT_NAMESPACE=ctx.namespace, MLSERVE_ROLLOUT_TARGET=state.canary)
             try:
-                done = subprocess.run(shlex.split(cfg.smoke_cmd), env=env, capture_output=True, text=True,
-                                      timeout=cfg.smoke_timeout, check=False)
+                with self._beating(ctx):
+                    done = subprocess.run(shlex.split(cfg.smoke_cmd), env=env, capture_output=True, text=True,
+                                          timeout=cfg.smoke_timeout, check=False)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise _Stop("rolled-back", f"smoke command failed to run: {exc}") from None
             if done.returncode != 0:
@@ -871,10 +955,22 @@ class RolloutEngine:
                 ctx.warnings.append(f"revert attempt {attempt + 1} failed: {exc}")
                 self.clock.sleep(0.2 * (attempt + 1))
         ctx.reverted = reverted
+        if ctx.remote_abort and state.promoted_in_registry and not ctx.dry_run:
+            # an abort may have read the state before our registry promotion landed: take it back (CAS)
+            try:
+                self.registry.restore(state.model, state.previous_version, state.version,
+                                      f"mlserve rollout abort in {ctx.namespace}")
+            except MlserveError as exc:
+                ctx.warnings.append(f"registry rollback failed: {exc}")
         if ctx.remote_abort:
-            return  # the aborting process records the outcome; we only made sure no step of ours survived it
+            # the aborting process records the outcome; we only made sure no step of ours survived it
+            if not reverted:
+                ctx.final_message = (f"{message}; this process could not re-apply the snapshot either: traffic may "
+                                     f"still be split; run `mlserve rollout abort {state.model}` when the API is back")
+            return
         if not reverted:
-            message += f"; the snapshot could not be re-applied: run `mlserve rollout abort {state.model}` when the API is back"
+            message += (f"; the snapshot could not be re-applied, traffic may still be split: "
+                        f"run `mlserve rollout abort {state.model}` when the API is back")
         ctx.final_message = message
         phase = PHASE_FOR[outcome]
         try:
@@ -949,7 +1045,7 @@ class RolloutEngine:
 
         existing = ctx.states.load(state.model)
         if existing is not None and (existing.state.phase in ACTIVE_PHASES
-                                     or (existing.state.phase == "failed" and not existing.state.reverted)):
+                                     or (existing.state.phase != "succeeded" and not existing.state.reverted)):
             ctx.warnings.append(f"a rollout of {state.model} is {existing.state.phase} (owner {existing.holder}); "
                                 "running this plan would be refused")
         changes.append(PlannedChange(stage="lock", action="create" if existing is None else "patch", kind="Lease",
@@ -1041,14 +1137,19 @@ class RolloutEngine:
                 raise ConflictError(f"the rollout of {name} to {state.version} already {state.phase}; nothing to abort",
                                     hint=f"use `mlserve rollout undo {name}` to go back to the previous version")
             was = state.phase
+            # a live or unfinished rollout, or an abort that failed half-way: the registry may need restoring
+            unfinished = was in ACTIVE_PHASES or was == "failed" or not state.reverted
             state.command = None
             if state.phase in ACTIVE_PHASES or state.phase == "failed":
+                # "aborted" with reverted=false until the revert is done: a running owner sees the abort
+                # and stops, and no new rollout takes this Lease (and a split state as its snapshot) before.
                 state.phase = "aborted"
                 state.outcome = "aborted"
+                state.reverted = False
                 state.message = reason or f"aborted by {who}"
                 state.event(f"abort requested by {who}" + (f": {reason}" if reason else ""), self.clock.now())
             try:
-                lease = states.write(state, stored.lease, holder="", dry_run=dry_run)
+                lease = states.write(state, stored.lease, holder=who, dry_run=dry_run)
                 break
             except ConflictError:
                 continue
@@ -1058,7 +1159,19 @@ class RolloutEngine:
                    owner=who, dry_run=dry_run, states=states)
         ctx.state = state
         ctx.lease = lease
-        changes = self._revert(ctx, state)
+        try:
+            changes = self._revert(ctx, state)
+        except (MlserveError, _Stop) as exc:
+            detail = exc.message
+            if not dry_run:
+                state.event(f"abort by {who} failed half-way: {detail}", self.clock.now())
+                try:
+                    self._save_final(ctx, lambda s: setattr(s, "reverted", False), holder="")
+                except MlserveError:
+                    pass
+            raise InfrastructureError(
+                f"abort of {name} failed half-way, traffic may still be split between stable and the new version: {detail}",
+                hint=f"run `mlserve rollout abort {name} -n {namespace}` again when the API answers") from None
         if not dry_run:
             state.reverted = True
             state.weight = 0
@@ -1066,6 +1179,13 @@ class RolloutEngine:
                 self._save_final(ctx, lambda s: None, holder="")
             except MlserveError as exc:
                 ctx.warnings.append(f"could not record the revert: {exc}")
+            if unfinished and state.previous_version != state.version:
+                # always a compare-and-swap (only if production still holds this rollout's version): the
+                # process we interrupted may promote in the registry a moment after we read its state
+                try:
+                    self.registry.restore(name, state.previous_version, state.version, f"mlserve rollout abort in {namespace}")
+                except MlserveError as exc:
+                    ctx.warnings.append(f"registry rollback failed: {exc}")
             if was in ACTIVE_PHASES or was == "failed":
                 try:
                     self.registry.journal(name, "rollout-aborted", {"reason": state.message, "namespace": namespace,
@@ -1167,6 +1287,14 @@ def _router_for_revert(state: RolloutState) -> Router | None:
     return None
 
 
+def _selector_router(state: RolloutState) -> SelectorRouter:
+    """A blue-green rollout's Service switch, rebuilt from its state: the key from the snapshot, colours from the names."""
+    _, _, name = state.traffic_object.partition("/")
+    snap = next(s for s in state.snapshot if s.role == "traffic")
+    key = parse_pointer(snap.fields[0].path)[-1]
+    return SelectorRouter(name, str(key), state.stable.rsplit("-", 1)[-1], state.canary.rsplit("-", 1)[-1])
+
+
 class StatusResult(BaseModel):
     model: str
     version: str
@@ -1225,8 +1353,8 @@ def _status_of(stored: StoredState, store: Any) -> StatusResult:
         if obj is not None and router is not None:
             live = router.weight(obj)
         elif obj is not None and state.strategy == "blue-green":
-            live = state.weight
-    except (MlserveError, KeyError, ValueError, TypeError):
+            live = _selector_router(state).weight(obj)
+    except (MlserveError, KeyError, ValueError, TypeError, IndexError, StopIteration):
         live = None
     return StatusResult(
         model=state.model, version=state.version, previous_version=state.previous_version, strategy=state.strategy,

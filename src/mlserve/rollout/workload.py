@@ -34,6 +34,8 @@ class VersionSpec:
     def __post_init__(self) -> None:
         if not self.image_template and not self.env_name:
             raise UsageError("--image and --version-env are both empty: the workload would never learn the version")
+        if self.image_template:  # a bad template is a usage error before anything changes
+            desired_image("registry.local/model:1", self, "model", "1")
 
 
 def container_index(deployment: dict[str, Any], name: str | None) -> int:
@@ -81,9 +83,12 @@ def version_paths(deployment: dict[str, Any], spec: VersionSpec) -> list[str]:
 def desired_image(current: str, spec: VersionSpec, model: str, version: str) -> str:
     try:
         return spec.image_template.format(repository=repository_of(current), version=version, model=model, image=current)
-    except (KeyError, IndexError) as exc:
+    except (KeyError, IndexError, AttributeError) as exc:
         raise UsageError(f"bad --image template {spec.image_template!r}: unknown placeholder {exc}",
                          hint="placeholders: {repository} {version} {model} {image}") from None
+    except ValueError as exc:
+        raise UsageError(f"bad --image template {spec.image_template!r}: {exc}",
+                         hint="placeholders: {repository} {version} {model} {image}; write {{ and }} for braces") from None
 
 
 def version_ops(deployment: dict[str, Any], spec: VersionSpec, model: str, version: str) -> list[Op]:
