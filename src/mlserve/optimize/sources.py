@@ -492,7 +492,10 @@ def _torch_source(kind: str, location: str, net: Any, specs: list[InputSpec], ex
             raise
         except Exception as exc:  # noqa: BLE001 - the user's forward failed on the declared inputs
             shapes = ", ".join(s.describe() for s in specs)
-            raise UsageError(f"the model fails on inputs {shapes}: {type(exc).__name__}: {str(exc)[:200]}") from None
+            raise UsageError(
+                f"the model fails on inputs {shapes} (probed at batch 2): {type(exc).__name__}: {str(exc)[:200]}",
+                hint="if the model only takes a fixed batch or has no batch dimension, give its exact shapes with "
+                     "--input NAME:1x32:float32 --static-batch") from None
     outputs = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
     def reference(feeds: Feeds) -> dict[str, Any]:

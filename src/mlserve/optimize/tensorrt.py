@@ -51,6 +51,9 @@ def build_engine(onnx_path: Path, out: Path, *, precision: str, specs: list[Inpu
         raise UsageError(f"TensorRT cannot parse the ONNX model: {errors[:300]}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        # TensorRT enables TF32 by default on Ampere and later: a "fp32" engine would not be FP32
+        config.clear_flag(trt.BuilderFlag.TF32)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "int8":
