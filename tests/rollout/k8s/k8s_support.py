@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import json
+
 from typing import Any
 
 from mlserve.rollout.analysis import AnalysisResult
@@ -103,3 +107,19 @@ def env_of(dep: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", [])}
 
 
+
+
+def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
+    """Poll ``predicate`` until it returns something truthy (no timing assertion: only a give-up limit)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def lease_state(cluster: Any, model: str = "iris") -> dict[str, Any]:
+    lease = cluster.get("Lease", f"mlserve-rollout-{model}", NS)
+    return json.loads(lease["metadata"]["annotations"]["rollout.mlserve.dev/state"])

@@ -10,17 +10,8 @@ import sys
 import time
 
 from mlserve import exitcodes
-from rollout.k8s.k8s_support import NS, weights
+from rollout.k8s.k8s_support import NS, wait_for, weights
 
-
-def wait_for(predicate, timeout: float = 30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def start_rollout(cluster, registry, *extra: str) -> subprocess.Popen:

@@ -16,22 +16,10 @@ from mlserve.rollout.engine import Clock, RolloutEngine
 from mlserve.rollout.registry_link import RegistryLink
 from mlserve.rollout.state import LeaseStateStore
 from mlserve.rollout.workload import readiness
-from rollout.k8s.k8s_support import NS, STABLE_DEPLOYMENT, ScriptedJudge, config, engine, env_of, weights
+from rollout.k8s.k8s_support import NS, STABLE_DEPLOYMENT, config, engine, env_of, lease_state, ScriptedJudge, wait_for, weights
 from rollout.k8s.test_blue_green import bg, blue, selector  # noqa: F401 - the blue fixture
 
 
-def wait_for(predicate, timeout: float = 20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
-def lease_state(cluster) -> dict:
-    return json.loads(cluster.get("Lease", "mlserve-rollout-iris", NS)["metadata"]["annotations"]["rollout.mlserve.dev/state"])
 
 
 class Later(Clock):

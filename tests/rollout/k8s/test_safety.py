@@ -7,22 +7,7 @@ import threading
 import time
 
 from mlserve import exitcodes
-from rollout.k8s.k8s_support import NS, ScriptedJudge, config, engine, env_of, weights
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
-def lease_state(cluster) -> dict:
-    lease = cluster.get("Lease", "mlserve-rollout-iris", NS)
-    return json.loads(lease["metadata"]["annotations"]["rollout.mlserve.dev/state"])
+from rollout.k8s.k8s_support import NS, config, engine, env_of, lease_state, ScriptedJudge, wait_for, weights
 
 
 def test_conflicts_are_retried_with_guarded_patches(seeded, store, registry):
