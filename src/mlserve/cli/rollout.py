@@ -113,6 +113,9 @@ def _render_plan(console: Any, p: Any) -> None:
     for s in p.snapshot:
         what = "created by the rollout (deleted on abort)" if s.created else ", ".join(f.path for f in s.fields)
         console.print(f"  {s.kind}/{s.name}: {what}")
+    if p.diff:
+        console.print("diff of the manifest files after the whole rollout (nothing was written):")
+        console.file.write(p.diff)
 
 
 def _render_status(console: Any, s: Any) -> None:

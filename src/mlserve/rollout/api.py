@@ -156,7 +156,27 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
 def plan_rollout(cfg: RolloutConfig, target: Target) -> PlanResult:
     if cfg.pause is None:  # what a run with the default analysis would pause
         cfg.pause = load_spec(None).min_range().total_seconds() if cfg.strategy == "canary" else 0.0
-    return _engine(target, write=False).plan(cfg)
+    result = _engine(target, write=False).plan(cfg)
+    if target.manifests is not None:
+        result.diff = _manifest_diff(result, target)
+    return result
+
+
+def _manifest_diff(plan: PlanResult, target: Target) -> str:
+    """Replay the planned object changes on an in-memory copy of the files and diff it (nothing is written)."""
+    from mlserve.rollout.manifests import ManifestStore
+
+    files = ManifestStore(target.manifests, default_namespace=target.namespace, write=False)
+    for change in plan.changes:
+        if change.kind == "Lease":
+            continue  # rollout state lives in .mlserve/, not among the manifests
+        if change.action == "patch" and change.ops:
+            files.patch(change.kind, change.name, target.namespace, change.ops)
+        elif change.action == "create" and change.object is not None:
+            files.create(change.object)
+        elif change.action == "delete" and change.kind:
+            files.delete(change.kind, change.name, target.namespace)
+    return files.diff()
 
 
 def rollout_status(name: str, target: Target, *, wait: bool = False, timeout: float = 600.0) -> StatusResult:

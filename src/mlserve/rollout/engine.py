@@ -200,6 +200,7 @@ class PlanResult(BaseModel):
     lease: str
     changes: list[PlannedChange]
     snapshot: list[ObjectSnapshot]
+    diff: str | None = None  # manifest mode: the unified diff of the files a run would leave
     warnings: list[str] = Field(default_factory=list)
 
 

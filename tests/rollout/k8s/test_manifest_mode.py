@@ -111,3 +111,23 @@ def test_plan_and_undo_in_manifest_mode(tmp_path: Path, registry, cli):
     assert not (repo / "deployment-iris-canary.yaml").exists()
     assert not (repo / "service-iris-canary.yaml").exists()
     assert registry.resolve("iris@production").version == "1"
+
+
+def test_plan_in_manifest_mode_shows_the_diff_of_the_files(tmp_path: Path, registry, cli):
+    repo = tmp_path / "gitops"
+    repo.mkdir()
+    (repo / "iris.yaml").write_text(DEPLOYMENT)
+    (repo / "route.yaml").write_text(ROUTE)
+    plan = cli("rollout", "plan", "iris", "--to", "2", "-n", "ml", "--manifests", str(repo), "--steps", "25,100",
+               "--registry", str(registry.root), "--json")
+    assert plan.exit_code == 0, plan.stderr
+    diff = json.loads(plan.stdout)["result"]["diff"]
+    assert "--- a/iris.yaml\n+++ b/iris.yaml\n" in diff
+    assert "-          image: registry.local/iris-server:1  # bumped by mlserve\n" in diff
+    assert "+          image: registry.local/iris-server:2  # bumped by mlserve\n" in diff
+    assert "+++ b/deployment-iris-canary.yaml" in diff and "Lease" not in diff
+    assert (repo / "iris.yaml").read_text() == DEPLOYMENT and sorted(p.name for p in repo.iterdir()) == [
+        "iris.yaml", "route.yaml"], "plan writes nothing"
+    text = cli("rollout", "plan", "iris", "--to", "2", "-n", "ml", "--manifests", str(repo), "--steps", "25,100",
+               "--registry", str(registry.root))
+    assert "diff of the manifest files after the whole rollout (nothing was written):" in text.stdout
