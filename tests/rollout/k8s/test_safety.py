@@ -140,6 +140,7 @@ def test_abort_from_another_job_puts_traffic_back(seeded, store, registry, cli):
     thread.join(20)
     assert box["result"].outcome == "aborted"
     assert box["result"].exit_code == exitcodes.ABORTED
+    assert "bad dashboards" in box["result"].message and "unknown" not in box["result"].message, box["result"].message
     assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
     assert env_of(seeded.get("Deployment", "iris", NS))["MLSERVE_MODEL_VERSION"] == "1"
     state = lease_state(seeded)
