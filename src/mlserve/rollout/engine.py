@@ -762,8 +762,10 @@ class RolloutEngine:
                     lambda d: version_ops(d, cfg.version, state.model, state.version), "tell stable the new version")
         self._wait_ready(ctx, cfg.stable_deployment, "stable")
         self._set_weight(ctx, 0, "all traffic back to stable")
+        ctx.note(f"stable {cfg.stable_deployment} serves {state.version} and takes all traffic", self.clock.now())
         self._patch(ctx, "Deployment", cfg.canary_deployment,
                     lambda d: set_ops(d, pointer("spec", "replicas"), 0), "scale the canary to 0")
+        ctx.note(f"canary {cfg.canary_deployment} scaled to 0", self.clock.now())
         self._registry_success(ctx)
 
     def _registry_success(self, ctx: "_Ctx") -> None:
@@ -774,9 +776,10 @@ class RolloutEngine:
         try:
             self.registry.promote(state.model, state.version, f"{state.strategy} rollout in {ctx.namespace} succeeded")
             state.promoted_in_registry = True
+            ctx.note(f"registry: {state.model}@production is now {state.version}", self.clock.now())
         except MlserveError as exc:
             ctx.warnings.append(f"the cluster serves {state.version} but the registry promotion failed: {exc} "
-                                f"(run `mlserve registry promote {state.model} {state.version}`)")
+                                f"(run `mlserve promote {state.model} {state.version}`)")
         self._checkpoint(ctx, lambda s: (setattr(s, "phase", "succeeded"), setattr(s, "outcome", "promoted"),
                                          setattr(s, "weight", 0 if s.strategy == "canary" else 100)))
         ctx.release = True

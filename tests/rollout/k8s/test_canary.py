@@ -34,6 +34,10 @@ def test_canary_promotes_through_every_step(seeded, store, registry):
     assert registry.resolve("iris@production").version == "2"
     lease = seeded.get("Lease", "mlserve-rollout-iris", NS)
     assert lease["spec"]["holderIdentity"] == ""
+    messages = [e["message"] for e in result.events]
+    tail = [m for m in messages if m.startswith(("stable iris serves", "canary iris-canary scaled", "registry:"))]
+    assert tail == ["stable iris serves 2 and takes all traffic", "canary iris-canary scaled to 0",
+                    "registry: iris@production is now 2"], "the --json record ends with the promotion's own steps"
 
 
 def test_route_weights_follow_the_steps(seeded, store, registry):
