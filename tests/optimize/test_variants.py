@@ -73,6 +73,15 @@ def test_transformer_encoder_fp32_and_dynamic_int8(model_dir: Path) -> None:
     assert got["fp32"].parity.outputs[0].max_abs_err < 1e-4
 
 
+@pytest.mark.parametrize("model, variants", [("cnn", ["fp16", "int8-dynamic"]), ("encoder", ["fp16", "int8-static"])])
+def test_the_rest_of_the_variant_matrix(model_dir: Path, model: str, variants: list[str]) -> None:
+    """Every CPU variant of every reference model is built and checked against the PyTorch source."""
+    result = optimize(f"{FACTORY}:{model}", OptimizeOptions(variants=variants, benchmark=False, parity_batches=2))
+    for name, c in _by_name(result).items():
+        assert c.verdict == "passed", (model, name, c.reason)
+        assert c.parity is not None and c.parity.outputs[0].cosine is not None and c.parity.outputs[0].cosine > 0.99
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_torchscript_falls_back_to_the_torchscript_exporter(model_dir: Path, factory: Any, tmp_path: Path) -> None:
     import torch
