@@ -388,10 +388,10 @@ class RolloutEngine:
                 if remote.command == "abort" or remote.phase not in ACTIVE_PHASES:
                     ctx.remote_abort = True
                     ctx.remote_phase = remote.phase
-                    # the aborting process releases the Lease (holder ""), but records who and why in the state
+                    # the aborting process may already have released the Lease (holder ""): its reason is in the state
+                    who = f" ({stored.holder})" if stored.holder else ""
                     why = remote.message or (remote.events[-1].message if remote.events else "")
-                    who = stored.holder or why or "another process"
-                    raise _Stop("aborted", f"aborted from another process: {who}") from None
+                    raise _Stop("aborted", f"aborted from another process{who}" + (f": {why}" if why else "")) from None
                 if stored.holder and stored.holder != ctx.owner:
                     ctx.taken_over = True
                     raise _Stop("aborted", f"the rollout was taken over by {stored.holder}") from None
