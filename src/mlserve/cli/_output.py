@@ -19,6 +19,46 @@ from mlserve.progress import Progress, Task
 
 SCHEMA_VERSION = 1
 
+_plain_forced = False
+"""Set by ``--plain`` (anywhere on the command line): plain tab-separated output even on a terminal."""
+
+
+def force_plain(value: bool = True) -> None:
+    global _plain_forced
+    _plain_forced = value
+
+
+def plain_output() -> bool:
+    """Plain text (tab-separated tables, nothing truncated) when stdout is not a terminal, or with --plain."""
+    return _plain_forced or not sys.stdout.isatty()
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def print_table(out: Console, header: list[str], rows: list[list[Any]], *, title: str | None = None,
+                right: set[str] | frozenset[str] = frozenset()) -> None:
+    """A table for people on a terminal; tab-separated lines (header first, nothing cut) otherwise.
+
+    The plain form is what scripts grep: one row per line, cells separated by one tab, tabs and newlines
+    inside a cell written as ``\\t`` and ``\\n``. ``right`` names the columns aligned right on a terminal.
+    """
+    if plain_output():
+        lines = ([f"# {title}"] if title else []) + ["\t".join(_cell(c) for c in row) for row in [header, *rows]]
+        out.file.write("\n".join(lines) + "\n")
+        out.file.flush()
+        return
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left") if title else Table()
+    for name in header:
+        table.add_column(name, justify="right" if name in right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(c) for c in row))
+    out.print(table)
+
 
 def stdout_console() -> Console:
     return Console(file=sys.stdout, soft_wrap=True, highlight=False, markup=False, emoji=False)
