@@ -15,7 +15,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         if var.startswith("MLSERVE_"):
             monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLSERVE_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.delenv("MLSERVE_CONFIG", raising=False)  # the default file, under XDG_CONFIG_HOME below, is absent
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("NO_COLOR", "1")

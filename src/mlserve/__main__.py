@@ -1,4 +1,4 @@
-from mlserve.cli.app import main
+from mlserve.cli.entry import main
 
 if __name__ == "__main__":
     main()

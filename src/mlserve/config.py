@@ -68,50 +68,113 @@ SETTINGS: dict[str, Setting] = {
 CONFIG_ENV = "MLSERVE_CONFIG"
 
 
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    help: str
+
+
+ENVIRONMENT: list[EnvVar] = [
+    EnvVar(CONFIG_ENV, "config file (TOML); an explicit file that does not exist is an error"),
+    EnvVar("MLSERVE_ACTOR", "who is acting, recorded in the journal (else GITHUB_ACTOR, GITLAB_USER_LOGIN, "
+                            "BUILD_REQUESTEDFOR, then user@host)"),
+    EnvVar("MLSERVE_NO_PROGRESS", "set to 1 to draw no progress bars on stderr"),
+    EnvVar("NO_COLOR", "set to anything to print no colours"),
+]
+"""Environment variables that are not settings (settings add their own, see :func:`environment`)."""
+
+
+def environment() -> list[EnvVar]:
+    """Every environment variable mlserve reads, for ``--help`` and the README."""
+    return [*ENVIRONMENT, *(EnvVar(s.env, f"{s.help} (config key {s.key})") for s in SETTINGS.values())]
+
+
 def config_file() -> Path:
     return Path(os.environ[CONFIG_ENV]).expanduser() if os.environ.get(CONFIG_ENV) else _default_config_file()
 
 
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in SETTINGS:
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+_cache: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 def _load_file() -> dict[str, Any]:
+    """The config file's settings as ``{dotted key: value}``; unknown keys and a missing explicit file are errors."""
     path = config_file()
-    if not path.is_file():
+    explicit = bool(os.environ.get(CONFIG_ENV))
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if explicit:
+            raise UsageError(f"config file {path} (from {CONFIG_ENV}) does not exist",
+                             hint=f"create it, or unset {CONFIG_ENV} to use {_default_config_file()}") from None
         return {}
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key in _cache:
+        return _cache[key]
     import tomllib
 
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            doc = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read config file {path}: {exc}") from exc
+    values = _flatten(doc)
+    unknown = sorted(k for k in values if k not in SETTINGS)
+    if unknown:
+        import difflib
+
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, list(SETTINGS), n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise UsageError(f"config file {path} has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}",
+                         hint="known keys: " + ", ".join(sorted(SETTINGS)))
+    _cache.clear()
+    _cache[key] = values
+    return values
 
 
-def _lookup(doc: dict[str, Any], dotted: str) -> Any:
-    node: Any = doc
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+def _parse_from_file(setting: Setting, value: Any) -> Any:
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and setting.parse in (float, int)):
+        return value
+    try:
+        return setting.parse(str(value))
+    except (ValueError, UsageError) as exc:
+        raise UsageError(f"bad value for {setting.key} in {config_file()}: {value!r} ({exc})") from exc
 
 
 def resolve(key: str, flag: Any = None) -> Any:
     """The value of setting ``key``: ``flag`` if given, else env, else config file, else default."""
+    return resolve_with_source(key, flag)[0]
+
+
+def resolve_with_source(key: str, flag: Any = None) -> tuple[Any, str]:
+    """``(value, source)`` where source is ``flag``, ``env MLSERVE_...``, ``file PATH`` or ``default``."""
     setting = SETTINGS[key]
+    file_values = _load_file()  # validated on every call, so a typo in the file is never silently ignored
     if flag is not None:
-        return flag
+        return flag, "flag"
     raw = os.environ.get(setting.env)
     if raw not in (None, ""):
         try:
-            return setting.parse(raw)
+            return setting.parse(raw), f"env {setting.env}"
         except ValueError as exc:
             raise UsageError(f"bad value for {setting.env}: {raw!r} ({exc})") from exc
-    from_file = _lookup(_load_file(), key)
-    if from_file is not None:
-        try:
-            return setting.parse(str(from_file)) if not isinstance(from_file, bool) else from_file
-        except ValueError as exc:
-            raise UsageError(f"bad value for {key} in {config_file()}: {from_file!r} ({exc})") from exc
-    return setting.default()
+    if key in file_values and file_values[key] is not None:
+        return _parse_from_file(setting, file_values[key]), f"file {config_file()}"
+    return setting.default(), "default"
 
 
 def env_var(key: str) -> str:

@@ -32,7 +32,11 @@ INFRASTRUCTURE = 12
 ABORTED = 13
 """Rollout: aborted by a user (abort command, SIGINT/SIGTERM) or its deadline; traffic is on stable."""
 INTERRUPTED = 130
-"""Interrupted by Ctrl-C outside a rollout; nothing half-written is left behind."""
+"""Interrupted by Ctrl-C (SIGINT) outside a rollout; nothing half-written is left behind."""
+BROKEN_PIPE = 141
+"""Stdout was closed early (a reader such as `head -1` quit): 128 + SIGPIPE, as a shell reports for tools stopped by a closed pipe. Work already committed stays committed; nothing is printed."""
+TERMINATED = 143
+"""Terminated by SIGTERM outside a rollout: 128 + SIGTERM; partial copies are removed as for Ctrl-C."""
 
 EXIT_CODES: dict[str, int] = {
     name: value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, int)

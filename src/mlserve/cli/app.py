@@ -1,37 +1,154 @@
-"""The root ``mlserve`` command and the one boundary where domain errors become exit codes."""
+"""The root ``mlserve`` command: lazily loaded subcommands, global flags, and the one boundary where
+errors become exit codes.
+
+Subcommands are listed in :data:`COMMANDS` as ``"module:attribute"`` with a one-line summary, so
+``mlserve --help`` and ``mlserve --version`` import no command module, and ``mlserve resolve``
+imports only the registry's (hatch's ``LazyGroup`` does the same). An attribute is a command
+function, a ``typer.Typer``, or an ``install(app)`` function that adds its command or group to ``app``.
+
+Global flags work anywhere on the command line: ``--traceback``, ``--plain`` and ``--json`` (which
+also works before the subcommand's name). A closed stdout ends the command quietly with exit 141,
+as a shell reports for tools that stop on a closed pipe; whatever was committed stays committed.
+"""
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import json
+import os
 import sys
-import traceback
+import traceback as tb
+from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
 import typer
-from typer import _click as click  # typer vendors click: its exceptions are not the click package's
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from mlserve import __version__, config, exitcodes
 from mlserve.errors import MlserveError, StorageError
 
 
-def _wants_traceback(ctx: click.Context) -> bool:
-    root = ctx.find_root()
-    flag = (root.params or {}).get("traceback")
+@dataclass(frozen=True)
+class Entry:
+    target: str
+    """``module:attribute`` of a command function, a ``typer.Typer`` or an ``install(app)`` function."""
+    summary: str
+    """Shown in ``mlserve --help`` without importing the module: a whole phrase, at most 60 characters."""
+    panel: str
+
+
+COMMANDS: dict[str, Entry] = {
+    "register": Entry("mlserve.cli.registry:register", "Store a new immutable, checksummed model version.", "Registry"),
+    "promote": Entry("mlserve.cli.registry:promote", "Point a stage at a version (checksum verified).", "Registry"),
+    "rollback": Entry("mlserve.cli.registry:rollback", "Put back the version that held a stage before.", "Registry"),
+    "list": Entry("mlserve.cli.registry:list_", "List models, or the versions of one model.", "Registry"),
+    "show": Entry("mlserve.cli.registry:show", "Show a model or one version, or one field of it.", "Registry"),
+    "history": Entry("mlserve.cli.registry:history", "Show the journal, or who held a stage at a time.", "Registry"),
+    "resolve": Entry("mlserve.cli.registry:resolve", "Print the artifact path of a reference.", "Registry"),
+    "verify": Entry("mlserve.cli.registry:verify", "Check checksums, links and indexes; --repair fixes.", "Registry"),
+    "gc": Entry("mlserve.cli.registry:gc", "Remove old versions that nothing needs any more.", "Registry"),
+    "tag": Entry("mlserve.cli.registry:tag", "Add tags to a version.", "Registry"),
+    "untag": Entry("mlserve.cli.registry:untag", "Remove tags from a version.", "Registry"),
+    "set-meta": Entry("mlserve.cli.registry:set_meta", "Set metadata and record metrics on a version.", "Registry"),
+    "optimize": Entry("mlserve.cli.optimize:install", "Build faster variants that compute the same function.",
+                      "Models"),
+    "benchmark": Entry("mlserve.cli.benchmark:install", "Measure latency and throughput of models.", "Models"),
+    "rollout": Entry("mlserve.cli.rollout:install", "Canary and blue-green rollouts judged by metrics.", "Delivery"),
+    "quickstart": Entry("mlserve.cli.quickstart:quickstart", "Run the whole workflow on an example model.", "Setup"),
+    "config": Entry("mlserve.cli.config:show_config", "Show the settings in effect and where they come from.",
+                    "Setup"),
+}
+
+ROOT_FLAGS = ("--traceback", "--plain")
+"""Flags taken from anywhere on the command line (up to a ``--``)."""
+
+
+def _epilog() -> str:
+    names = [f"  {v.name}: {v.help}" for v in config.environment()]
+    return "\n\n".join([
+        "\b\nEnvironment variables:\n" + "\n".join(names),
+        "Settings come from the flag, else the environment variable, else the config file, else the default; "
+        "'mlserve config' shows each one in effect and where it came from. Exit codes are listed in the README. "
+        "Shell completion (bash, zsh, fish): mlserve --install-completion.",
+    ])
+
+
+# ------------------------------------------------------------------------------------------ one run's state
+
+
+@dataclass
+class _Run:
+    traceback: bool = False
+    json: bool = False
+
+
+_run = _Run()
+
+
+def split_global_flags(args: list[str]) -> tuple[list[str], set[str]]:
+    """Take ``--traceback``/``--plain`` out of ``args`` wherever they are, and move a ``--json`` given before
+    the subcommand to its end (both up to a ``--``); return the new args and the flags seen."""
+    end = args.index("--") if "--" in args else len(args)
+    head, tail = args[:end], args[end:]
+    seen = {a for a in head if a in ROOT_FLAGS or a == "--json"}
+    head = [a for a in head if a not in ROOT_FLAGS]
+    first = next((i for i, a in enumerate(head) if a in COMMANDS), None)
+    if first is not None and "--json" in head[:first]:
+        head = [a for a in head[:first] if a != "--json"] + head[first:] + ["--json"]
+    return head + tail, seen
+
+
+class StdoutClosed(Exception):
+    """The reader of stdout went away (``| head -1``): stop quietly with exit 141."""
+
+
+class _GuardedStdout:
+    """Wraps stdout so that a closed pipe raises :class:`StdoutClosed` (which no library turns into its own
+    exit), and later writes at interpreter exit go to /dev/null instead of failing again."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return self._inner.write(text)
+        except BrokenPipeError:
+            self._closed()
+            raise  # unreachable: _closed raises
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def _closed(self) -> None:
+        try:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, self._inner.fileno())
+            os.close(fd)
+        except (OSError, ValueError, AttributeError):
+            pass
+        raise StdoutClosed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+# ------------------------------------------------------------------------------------------ the boundary
+
+
+def _wants_traceback() -> bool:
+    if _run.traceback:
+        return True
     try:
-        return bool(config.resolve("traceback", True if flag else None))
+        return bool(config.resolve("traceback"))
     except MlserveError:
-        return bool(flag)
+        return False
 
 
-def _wants_json() -> bool:
-    return "--json" in sys.argv[1:] or "--json" in _current_args
-
-
-_current_args: list[str] = []
-
-
-def _report(exc: BaseException, ctx: click.Context) -> int:
+def report_error(exc: BaseException) -> int:
     """Print one line on stderr (and, under --json, an error document on stdout); return the exit code."""
     if isinstance(exc, OSError) and not isinstance(exc, MlserveError):
         wrapped = StorageError.from_os_error(exc)
@@ -44,67 +161,164 @@ def _report(exc: BaseException, ctx: click.Context) -> int:
         code = exitcodes.ERROR
         doc = {"code": "internal", "exit_code": code, "message": f"{type(exc).__name__}: {exc}"}
         line = f"error: unexpected {type(exc).__name__}: {exc} (this is a bug; rerun with --traceback and report it)"
-    if _wants_traceback(ctx):
-        traceback.print_exception(exc, file=sys.stderr)
+    if _wants_traceback():
+        tb.print_exception(exc, file=sys.stderr)
     print(line.replace("\n", " "), file=sys.stderr)
-    if _wants_json():
-        doc = {"kind": "error", "schema_version": 1, "error": doc}
-        print(json.dumps(doc, sort_keys=True, indent=2, default=str))
+    if _run.json:
+        _print_error_document(doc)
     return code
 
 
-class BoundaryGroup(TyperGroup):
-    """Root group: every exception raised below it is turned into one stderr line and an exit code."""
+def _print_error_document(doc: dict) -> None:
+    print(json.dumps({"kind": "error", "schema_version": 1, "error": doc}, sort_keys=True, indent=2, default=str))
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message()
+    if ctx is not None and message == ctx.get_help():  # a group or command called with no arguments: its help
+        print(message, file=sys.stderr)
+        return exitcodes.USAGE
+    hint = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
+    print(f"error: {message}{hint}".replace("\n", " "), file=sys.stderr)
+    if _run.json:
+        _print_error_document({"code": "usage", "exit_code": exc.exit_code, "message": message})
+    return exc.exit_code
+
+
+# ------------------------------------------------------------------------------------------ help polish
+
+
+class _Argument(TyperArgument):
+    """Arguments read like every other CLI's: ``NAME``, ``[NAME]``, ``TAG...`` (no ``{name}``, no ``<str>``)."""
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.metavar or (self.name or "").upper()
+        if not self.required:
+            name = f"[{name}]"
+        return [name + ("..." if self.nargs != 1 else "")]
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return "..." if self.nargs != 1 else None
+
+
+def _polish(command: Any) -> None:
+    """Metavars in capitals for every argument and every option that takes a value, in every subcommand."""
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            param.__class__ = _Argument
+            param.metavar = param.metavar or (param.name or "").upper()
+        elif getattr(param, "param_type_name", "") == "option" and not getattr(param, "is_flag", False) \
+                and not getattr(param, "count", False) and param.metavar is None:
+            longest = max(param.opts, key=len).lstrip("-")
+            param.metavar = longest.upper().replace("-", "_")
+    for sub in getattr(command, "commands", {}).values():
+        _polish(sub)
+
+
+def load_command(name: str) -> Any:
+    """Import the module behind ``name`` and build its click command (a group for ``rollout``)."""
+    entry = COMMANDS[name]
+    module_name, attr = entry.target.split(":")
+    obj = getattr(importlib.import_module(module_name), attr)
+    if isinstance(obj, typer.Typer):
+        command = typer.main.get_command(obj)
+    else:
+        holder = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
+        if attr == "install":
+            obj(holder)
+        else:
+            holder.command(name)(obj)
+        command = typer.main.get_command(holder)
+        command = getattr(command, "commands", {}).get(name, command)
+    command.name = name
+    command.short_help = entry.summary
+    _polish(command)
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """The root group: subcommands imported on first use; every error below it becomes one line and an exit code."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*COMMANDS, *(n for n in self.commands if n not in COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = load_command(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in self.list_commands(ctx):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=2)
+            ctx.fail(f"no such command {name!r}" + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""))
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for name, entry in COMMANDS.items():
+            panels.setdefault(entry.panel, []).append((name, entry.summary))
+        for panel, rows in panels.items():
+            with formatter.section(f"{panel} commands"):
+                formatter.write_dl(rows)
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
-             **kw: Any) -> Any:
-        """Usage errors too become one ``error:`` line (and a JSON error document under --json)."""
-        global _current_args
-        _current_args = list(args) if args is not None else sys.argv[1:]
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
-        except click.exceptions.NoArgsIsHelpError as exc:  # bare `mlserve` / `mlserve rollout`: help, exit 2
-            if not standalone_mode:
-                raise
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            if not standalone_mode:
-                raise
-            ctx = getattr(exc, "ctx", None)
-            hint = f" (see '{ctx.command_path} -h')" if isinstance(exc, click.exceptions.UsageError) and ctx else ""
-            print(f"error: {exc.format_message()}{hint}".replace("\n", " "), file=sys.stderr)
-            if _wants_json():
-                doc = {"code": "usage", "exit_code": exc.exit_code, "message": exc.format_message()}
-                print(json.dumps({"kind": "error", "schema_version": 1, "error": doc}, sort_keys=True, indent=2))
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            if not standalone_mode:
-                raise
-            print("aborted", file=sys.stderr)
-            sys.exit(exitcodes.INTERRUPTED)
-        if not standalone_mode:
-            return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
+             **extra: Any) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        prog_name = prog_name or "mlserve"
+        if os.environ.get(complete_var or "_MLSERVE_COMPLETE"):  # shell completion: click answers and exits
+            return super().main(args, prog_name, complete_var, standalone_mode=standalone_mode, **extra)
+        args, seen = split_global_flags(args)
+        _run.traceback, _run.json = "--traceback" in seen, "--json" in seen
+        from mlserve.cli import _output
 
-    def invoke(self, ctx: click.Context) -> Any:
+        _output.force_plain("--plain" in seen)
+        real_stdout = sys.stdout
+        sys.stdout = _GuardedStdout(real_stdout)  # type: ignore[assignment]
+        try:
+            code = self._main(args, prog_name, complete_var, **extra)
+            sys.stdout.flush()
+        except StdoutClosed:
+            code = exitcodes.BROKEN_PIPE
+        finally:
+            sys.stdout = real_stdout
+            _output.force_plain(False)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _main(self, args: list[str], prog_name: str, complete_var: Any, **extra: Any) -> int:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # usage errors: unknown option, missing argument, bad value
+            return _usage_error(exc)
+        except typer.Abort:
+            print("aborted", file=sys.stderr)
+            return exitcodes.INTERRUPTED
+        return rv if isinstance(rv, int) else 0
+
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, typer.TyperException, StdoutClosed):
             raise
+        except BrokenPipeError:
+            raise StdoutClosed() from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
-            raise typer.Exit(exitcodes.INTERRUPTED)
+            raise typer.Exit(exitcodes.INTERRUPTED) from None
         except Exception as exc:  # noqa: BLE001 - this is the boundary
-            raise typer.Exit(_report(exc, ctx)) from None
+            raise typer.Exit(report_error(exc)) from None
 
 
 app = typer.Typer(
     name="mlserve",
-    cls=BoundaryGroup,
-    help="Model registry, optimization and progressive delivery for ML models.",
+    cls=LazyGroup,
+    help="Model registry, optimization, benchmarking and progressive delivery for ML models.",
+    epilog=_epilog(),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -120,31 +334,31 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    traceback: Annotated[  # noqa: A002
-        bool,
-        typer.Option(
-            "--traceback",
-            envvar=config.env_var("traceback"),
-            show_envvar=True,
-            help="On error, print the full stack trace to stderr (never local variables).",
-        ),
-    ] = False,
-    version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = None,
+    traceback: Annotated[bool, typer.Option(  # noqa: A002 - handled before parsing; declared for --help
+        "--traceback", envvar=config.env_var("traceback"), show_envvar=True,
+        help="On error, print the full stack trace to stderr (never local variables). Works anywhere.")] = False,
+    plain: Annotated[bool, typer.Option(
+        "--plain", help="Plain tab-separated output even on a terminal (the default when stdout is not one). "
+                        "Works anywhere.")] = False,
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ) -> None:
-    """mlserve: register, optimize, benchmark and roll out ML models. Exit codes are listed in the README."""
+    """mlserve: register, optimize, benchmark and roll out ML models.
+
+    Every command takes --json for a versioned JSON document on stdout.
+    """
 
 
-def _install_commands() -> None:
-    from mlserve.cli import benchmark, optimize, quickstart, registry, rollout
-
-    for module in (registry, optimize, benchmark, rollout, quickstart):
-        module.install(app)
-
-
-_install_commands()
+def run(argv: list[str]) -> int:
+    """Run one command line; return its exit code (the ``mlserve`` executable's body)."""
+    if argv in (["--version"], ["-V"]):  # the commonest call in CI logs: no need to build the command tree
+        print(f"mlserve {__version__}")
+        return exitcodes.OK
+    return typer.main.get_command(app).main(args=argv, prog_name="mlserve", standalone_mode=False)
 
 
 def main() -> None:
-    app()
+    """Kept for ``python -c 'from mlserve.cli.app import main; main()'``; the executable uses :mod:`mlserve.cli.entry`."""
+    from mlserve.cli.entry import main as entry_main
+
+    entry_main()

@@ -665,8 +665,10 @@ class Registry:
                                   meta=meta or {})
 
     def set_meta(self, name: str, version: str, meta: dict[str, Any], *, unset: Iterable[str] = (),
-                 reason: str | None = None) -> VersionInfo:
-        return self._update_state(name, version, "set-meta", reason, meta=meta, unset=list(unset))
+                 metrics: dict[str, float] | None = None, reason: str | None = None) -> VersionInfo:
+        """Set (and ``unset``) metadata and record ``metrics`` on a version, in one journaled change."""
+        return self._update_state(name, version, "set-meta", reason, meta=meta, unset=list(unset),
+                                  metrics=check_metrics(metrics or {}))
 
     def tag(self, name: str, version: str, tags: Iterable[str], *, remove: bool = False) -> VersionInfo:
         tags = [check_version(t) for t in tags]

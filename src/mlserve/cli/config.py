@@ -1,0 +1,37 @@
+"""``mlserve config``: the settings in effect, where each came from, the registry, what is installed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlserve.cli._options import JsonOpt, RegistryOpt
+
+
+def _render(out: Any, r: Any) -> None:
+    from mlserve.cli._output import print_table
+
+    where = "" if r.config_file_exists else " (not present" + (", but named by MLSERVE_CONFIG" if r.config_file_explicit
+                                                               else "; defaults apply") + ")"
+    out.print(f"mlserve {r.mlserve_version} on {r.python}", markup=False)
+    out.print(f"config file: {r.config_file}{where}", markup=False)
+    out.print(f"registry: {r.registry} ({r.registry_state})", markup=False)
+    print_table(out, ["setting", "value", "source", "env var"],
+                [[s.key, "-" if s.value is None else s.value, s.source, s.env] for s in r.settings], title="settings")
+    print_table(out, ["extra", "installed", "missing"],
+                [[e.name, "yes" if e.installed else "no", ", ".join(e.missing) or "-"] for e in r.extras],
+                title="extras")
+    print_table(out, ["package", "version", "extras"],
+                [[d.distribution, d.version or "not installed", ", ".join(d.extras) or "(core)"] for d in r.dependencies],
+                title="packages")
+
+
+def show_config(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Show every setting in effect, its value and where it came from (flag, env var, file, default),
+    the registry path, and the versions of mlserve's dependencies and which extras are installed.
+
+    Example: mlserve config --json
+    """
+    from mlserve.cli._output import emit
+    from mlserve.doctor import config_report
+
+    emit("config", config_report({"registry": registry}), as_json, _render)
