@@ -267,8 +267,13 @@ class LazyGroup(TyperGroup):
              **extra: Any) -> Any:
         args = list(sys.argv[1:] if args is None else args)
         prog_name = prog_name or "mlserve"
-        if os.environ.get(complete_var or "_MLSERVE_COMPLETE"):  # shell completion: click answers and exits
-            return super().main(args, prog_name, complete_var, standalone_mode=standalone_mode, **extra)
+        var = complete_var or "_MLSERVE_COMPLETE"
+        if os.environ.get(var):  # shell completion: typer answers and exits
+            from mlserve.cli import completion
+
+            if completion.prepare(var):
+                return super().main(args, prog_name, var, standalone_mode=standalone_mode, **extra)
+            return 0
         args, seen = split_global_flags(args)
         _run.traceback, _run.json = "--traceback" in seen, "--json" in seen
         from mlserve.cli import _output
