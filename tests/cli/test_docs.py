@@ -19,10 +19,16 @@ def test_exit_code_table_matches_module() -> None:
 
 
 def test_every_command_is_mentioned_in_readme() -> None:
-    from typer.main import get_command
-
-    from mlserve.cli.app import app
+    from mlserve.cli.app import COMMANDS
 
     text = README.read_text()
-    for name in get_command(app).commands:  # type: ignore[attr-defined]
+    for name in COMMANDS:
         assert f"mlserve {name}" in text, f"README never mentions 'mlserve {name}'"
+
+
+def test_every_environment_variable_is_in_the_readme() -> None:
+    from mlserve import config
+
+    text = README.read_text()
+    for var in config.environment():
+        assert f"`{var.name}`" in text, f"README never mentions {var.name}"

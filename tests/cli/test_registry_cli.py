@@ -200,23 +200,6 @@ def test_tag_set_meta_gc(cli, registry_dir: Path, artifacts) -> None:
     assert cli("verify").stdout == "verified 1 model(s), 1 version(s): clean\n"
 
 
-def test_every_command_and_option_has_help(cli) -> None:
-    from typer.main import get_command
-
-    from mlserve.cli.app import app
-
-    root = get_command(app)
-    for name, command in root.commands.items():  # type: ignore[attr-defined]
-        commands = command.commands.items() if hasattr(command, "commands") else [(name, command)]
-        for sub_name, sub in commands:
-            assert sub.help, f"{sub_name} has no help"
-            for param in sub.params:
-                if param.param_type_name == "option":
-                    assert param.help, f"{name} {sub_name}: option {param.name} has no help"
-            options = {opt for p in sub.params for opt in getattr(p, "opts", [])}
-            assert "--json" in options, f"{name} {sub_name} has no --json"
-
-
 def test_registry_path_problems_are_one_line_errors(cli, tmp_path: Path, artifacts) -> None:
     a_file = tmp_path / "plain-file"
     a_file.write_text("not a registry")

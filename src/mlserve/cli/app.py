@@ -303,6 +303,13 @@ class LazyGroup(TyperGroup):
             return exitcodes.INTERRUPTED
         return rv if isinstance(rv, int) else 0
 
+    def make_context(self, info_name: Any, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:  # typer would turn it into a silent exit 130
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(exitcodes.INTERRUPTED) from None
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
