@@ -1,26 +1,47 @@
 """``mlserve quickstart``: the main job end to end on one machine, with embedded defaults.
 
-It trains a small churn classifier on synthetic data (numpy only), saves two versions as ONNX (or
-``.npz`` when onnx is not installed), registers both with their accuracy, promotes one behind a
-metric gate, promotes the other, rolls back, and reads the history. Everything lives under one
-work directory, so the user's own registry is never touched.
+It trains a small churn classifier on synthetic data (numpy only) and saves two versions as ONNX;
+every later step is an ``mlserve`` command, run for real through an injected runner (the CLI runs
+each one as ``python -m mlserve ... --json``), so the commands the quickstart prints are exactly the
+ones that ran and can be replayed line by line. Everything lives under one work directory with its
+own registry (``export MLSERVE_REGISTRY=...`` comes first in the printed script), so the user's own
+registry is never touched.
+
+The steps: register both versions with their accuracy; promote version 1 behind a metric gate;
+promote version 2 with a compare-and-swap and a stricter gate; roll back (the escape hatch); read the
+production history; optimize the production model with ``--auto`` (parity-checked, registered as a
+new version); roll that version out as a canary (10% -> 50% -> 100%) on generated Kubernetes
+manifests (manifest mode, no cluster needed; the registry promotes it at the end); verify the registry.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
+from mlserve.errors import UsageError
 from mlserve.progress import NULL_PROGRESS, Progress
-from mlserve.registry import Registry
+
+MARKER = ".mlserve-quickstart"
+"""Written into the work directory, so a rerun knows which files it may remove."""
+
+Runner = Callable[[list[str]], dict[str, Any]]
+"""Runs one ``mlserve`` command line (without the program name) and returns its JSON document's result."""
 
 
 class QuickstartStep(BaseModel):
     name: str
-    command: str
+    argv: Optional[list[str]] = None
+    """The ``mlserve`` arguments that ran; None for a step that is not a command (training)."""
     outcome: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def command(self) -> str:
+        return shlex.join(["mlserve", *self.argv]) if self.argv is not None else ""
 
 
 class QuickstartResult(BaseModel):
@@ -28,7 +49,19 @@ class QuickstartResult(BaseModel):
     registry: Path
     steps: list[QuickstartStep]
     production: str
+    started_clean: bool = False
+    """True when a previous quickstart's files were removed from the work directory first."""
     warnings: list[str] = Field(default_factory=list)
+
+    def script(self) -> str:
+        """The steps as a shell script: one replayable line per command, its outcome as a comment."""
+        lines = ["# mlserve quickstart: replay any line below in a shell (the registry is the work directory's)",
+                 shlex.join(["cd", str(self.workdir)]), f"export MLSERVE_REGISTRY={shlex.quote(str(self.registry))}"]
+        for step in self.steps:
+            if step.argv is not None:
+                lines.append(step.command)
+            lines.extend(f"#   {line}" for line in step.outcome.splitlines())
+        return "\n".join(lines) + "\n"
 
 
 def _dataset(seed: int = 7, n: int = 2000) -> tuple[Any, Any]:
@@ -91,28 +124,6 @@ def save_example(weights: dict[str, Any], path: Path) -> Path:
     return out
 
 
-def _optimize_step(reg: Registry, step: Callable[[str, str, str], None], progress: Progress) -> str | None:
-    """Optimize the production model with --auto and register the result (needs the onnx extra)."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        step("optimize", "mlserve optimize churn@production --auto --register churn",
-             "skipped: install mlserve[onnx] to optimize")
-        return None
-    from mlserve.optimize import OptimizeOptions, optimize
-    from mlserve.optimize.timing import TimingSettings
-
-    options = OptimizeOptions(auto=True, register_as="churn", registry_root=reg.root,
-                              timing=TimingSettings(warmup_s=0.05, min_iterations=50, min_seconds=0.3))
-    result = optimize("churn@production", options, progress=progress)
-    chosen = next(c for c in result.candidates if c.name == result.chosen)
-    registered = result.registered.version if result.registered else "-"
-    step("optimize", "mlserve optimize churn@production --auto --register churn",
-         f"{len(result.candidates)} candidates, chose {result.chosen} "
-         f"({(chosen.speedup_vs_source or 1):.2f}x the source, parity passed), registered churn:{registered}")
-    return registered
-
-
 MANIFESTS = {
     "churn.yaml": """\
 # The model server for the churn model (written by mlserve quickstart).
@@ -171,46 +182,40 @@ spec:
 }
 
 
-def _rollout_step(reg: Registry, workdir: Path, version: str, step: Callable[[str, str, str], None],
-                  progress: Progress) -> None:
-    """A canary of ``version`` in manifest mode (GitOps files, no cluster needed), promoting it in the registry."""
-    try:
-        import ruamel.yaml  # noqa: F401
-    except ImportError:
-        step("rollout", "mlserve rollout canary churn --manifests DIR", "skipped: install mlserve[kubernetes]")
-        return
-    from mlserve.rollout.api import Target, run_rollout
-    from mlserve.rollout.engine import RolloutConfig
 
-    manifests = workdir / "manifests"
-    if manifests.exists():
-        from mlserve.registry.fsio import remove_tree
+def _prepare(workdir: Path) -> bool:
+    """Make ``workdir`` ready; True when a previous quickstart's files were removed. A non-empty directory that
+    a quickstart did not make is refused: its files are the user's."""
+    from mlserve.registry.fsio import remove_tree
 
-        remove_tree(manifests)  # start each run from version 1 in the files
-    manifests.mkdir()
-    for name, text in MANIFESTS.items():
-        (manifests / name).write_text(text)
-    result = run_rollout(RolloutConfig(name="churn", to=version, namespace="ml", steps=[10, 50, 100], pause=0),
-                         Target(namespace="ml", manifests=manifests, registry=reg.root), progress=progress)
-    weights = " -> ".join(f"{s.weight}%" for s in result.steps)
-    step("rollout", f"mlserve rollout canary churn --to {version} -n ml --manifests {manifests.name} --steps 10,50,100",
-         f"{result.outcome}: canary {weights}, files updated in {manifests.name}/")
-
-
-StepHook = Callable[[Registry, Path, list[QuickstartStep], Progress], None]
-EXTRA_STEPS: list[StepHook] = []
-"""Later capabilities (optimize, rollout) append their quickstart steps here."""
-
-
-def run_quickstart(workdir: Path, *, progress: Progress = NULL_PROGRESS) -> QuickstartResult:
-    workdir = Path(workdir).absolute()
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir} is a file", hint="choose a directory")
     workdir.mkdir(parents=True, exist_ok=True)
-    reg = Registry(workdir / "registry", lock_timeout=30, actor="quickstart")
+    entries = list(workdir.iterdir())
+    if not entries:
+        (workdir / MARKER).write_text("made by mlserve quickstart; a rerun removes what it made here\n")
+        return False
+    if not (workdir / MARKER).exists():
+        raise UsageError(f"--workdir {workdir} is not empty and was not made by mlserve quickstart",
+                         hint="choose a new or empty directory; quickstart never deletes files it did not make")
+    for name in ("registry", "manifests", "churn-v1.onnx", "churn-v2.onnx", "churn-v1.npz", "churn-v2.npz"):
+        remove_tree(workdir / name)
+    return True
+
+
+def run_quickstart(workdir: Path, run: Runner, *, progress: Progress = NULL_PROGRESS) -> QuickstartResult:
+    """Run every step in ``workdir``; ``run`` executes one ``mlserve`` command line in ``workdir`` with
+    ``MLSERVE_REGISTRY`` set to :func:`registry_of` (the CLI passes a subprocess runner)."""
+    workdir = Path(workdir).absolute()
+    started_clean = _prepare(workdir)
     steps: list[QuickstartStep] = []
 
-    def step(name: str, command: str, outcome: str) -> None:
-        steps.append(QuickstartStep(name=name, command=command, outcome=outcome))
-        progress.note(f"{name}: {outcome}")
+    def step(name: str, argv: list[str] | None, outcome: Callable[[dict[str, Any]], str] | str) -> dict[str, Any]:
+        result = run(argv) if argv is not None else {}
+        text = outcome(result) if callable(outcome) else outcome
+        steps.append(QuickstartStep(name=name, argv=argv, outcome=text))
+        progress.note(f"{name}: {text}")
+        return result
 
     with progress.task("training two versions of the example model", total=2) as task:
         files = []
@@ -218,33 +223,61 @@ def run_quickstart(workdir: Path, *, progress: Progress = NULL_PROGRESS) -> Quic
             weights, accuracy = train_example(epochs)
             files.append((save_example(weights, workdir / f"churn-v{version}"), accuracy))
             task.advance()
-    step("train", "(numpy) train a 4-16-2 churn MLP twice", ", ".join(
-        f"{f.name} accuracy={acc:.3f}" for f, acc in files))
-    registered = []
+    step("train", None, "trained a 4-16-2 churn MLP twice with numpy: " + ", ".join(
+        f"{f.name} (accuracy {acc:.3f})" for f, acc in files))
+    versions = []
     for path, accuracy in files:
-        r = reg.register("churn", path, metrics={"accuracy": accuracy}, meta={"trained_by": "quickstart"})
-        registered.append(r.version)
-        word = "registered" if r.created else "already registered as"
-        step("register", f"mlserve register churn {path.name} --metric accuracy={accuracy:.3f}",
-             f"{word} churn:{r.version} sha256:{r.sha256[:12]}")
-    v1, v2 = registered
-    r = reg.promote("churn", v1, reason="first production model", require=["accuracy>=0.5"])
-    step("promote", f"mlserve promote churn {v1} --require accuracy>=0.5",
-         f"production: {r.previous or '(empty)'} -> {r.version}" if r.changed else f"production already {v1}")
-    r = reg.promote("churn", v2, reason="more training", expect_current=v1 if r.changed else None,
-                    require=["accuracy>=0.8"])
-    step("promote", f"mlserve promote churn {v2} --expect-current {v1} --require accuracy>=0.8",
-         f"production: {r.previous} -> {r.version}")
-    r = reg.rollback("churn", reason="quickstart: practise the escape hatch")
-    step("rollback", "mlserve rollback churn", f"production: {r.previous} -> {r.version}")
-    history = reg.history("churn", stage="production")
-    step("history", "mlserve history churn --stage production",
-         f"{len(history.events)} production change(s), last by {history.events[-1].actor}")
-    optimized = _optimize_step(reg, step, progress)
-    _rollout_step(reg, workdir, optimized or v2, step, progress)
-    for hook in EXTRA_STEPS:
-        hook(reg, workdir, steps, progress)
-    report = reg.verify()
-    step("verify", "mlserve verify", "clean" if not report.problems else f"{len(report.problems)} problem(s)")
-    return QuickstartResult(workdir=workdir, registry=reg.root, steps=steps,
-                            production=reg.resolve("churn@production").version)
+        r = step("register", ["register", "churn", path.name, "--metric", f"accuracy={accuracy:.3f}",
+                              "--meta", "trained_by=quickstart"],
+                 lambda r: f"registered churn:{r['version']} sha256:{r['sha256'][:12]}")
+        versions.append(r["version"])
+    v1, v2 = versions
+    step("promote", ["promote", f"churn:{v1}", "--require", "accuracy>=0.5", "--reason", "first production model"],
+         lambda r: f"production: {r['previous'] or '(empty)'} -> {r['version']}")
+    step("promote", ["promote", f"churn:{v2}", "--expect-current", v1, "--require", "accuracy>=0.8",
+                     "--reason", "more training"],
+         lambda r: f"production: {r['previous']} -> {r['version']} (compare-and-swap: it held {v1})")
+    step("rollback", ["rollback", "churn", "--reason", "practise the escape hatch"],
+         lambda r: f"production: {r['previous']} -> {r['version']}")
+    step("history", ["history", "churn@production"],
+         lambda r: f"{len(r['events'])} production change(s), the last by {r['events'][-1]['actor']}")
+    to_roll = _optimize_step(step) or v2
+    _rollout_step(workdir, to_roll, step)
+    step("verify", ["verify"], lambda r: "clean" if not r["problems"] else f"{len(r['problems'])} problem(s)")
+    production = run(["resolve", "churn@production"])["version"]
+    return QuickstartResult(workdir=workdir, registry=registry_of(workdir), steps=steps, production=production,
+                            started_clean=started_clean)
+
+
+def registry_of(workdir: Path) -> Path:
+    return Path(workdir).absolute() / "registry"
+
+
+def _optimize_step(step: Callable[..., dict[str, Any]]) -> str | None:
+    """Optimize the production model with --auto and register the result (needs the onnx extra)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        step("optimize", None, "skipped: install mlserve[onnx] to optimize")
+        return None
+    r = step("optimize", ["optimize", "churn@production", "--auto", "--register", "churn"],
+             lambda r: f"{len(r['candidates'])} candidates, chose {r['chosen']}, parity passed, "
+                       f"registered churn:{(r.get('registered') or {}).get('version', '-')}")
+    return (r.get("registered") or {}).get("version")
+
+
+def _rollout_step(workdir: Path, version: str, step: Callable[..., dict[str, Any]]) -> None:
+    """A canary of ``version`` in manifest mode (GitOps files, no cluster needed), promoting it in the registry."""
+    try:
+        import ruamel.yaml  # noqa: F401
+    except ImportError:
+        step("rollout", None, "skipped: install mlserve[kubernetes] for the canary")
+        return
+    manifests = workdir / "manifests"
+    manifests.mkdir()
+    for name, text in MANIFESTS.items():
+        (manifests / name).write_text(text)
+    step("rollout", ["rollout", "canary", "churn", "--to", version, "-n", "ml", "--manifests", "manifests",
+                     "--steps", "10,50,100", "--pause", "0"],
+         lambda r: f"{r['outcome']}: canary " + " -> ".join(f"{s['weight']}%" for s in r["steps"])
+                   + " in manifests/ (Deployment, Service, HTTPRoute); the registry promoted it")
