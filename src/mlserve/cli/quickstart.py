@@ -14,9 +14,6 @@ import typer
 from mlserve.cli._options import JsonOpt
 
 
-class StepFailed(Exception):
-    pass
-
 
 def _runner(workdir: Path, registry: Path) -> Any:
     """Run ``mlserve ARGS --json`` as its own process in ``workdir``, with the quickstart's registry."""
