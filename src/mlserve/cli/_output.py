@@ -11,11 +11,12 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from mlserve.progress import Progress, Task
+
+if TYPE_CHECKING:  # rich is imported only when something is drawn: `mlserve resolve` never pays for it
+    from rich.console import Console
 
 SCHEMA_VERSION = 1
 
@@ -38,7 +39,7 @@ def _cell(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def print_table(out: Console, header: list[str], rows: list[list[Any]], *, title: str | None = None,
+def print_table(out: "Console", header: list[str], rows: list[list[Any]], *, title: str | None = None,
                 right: set[str] | frozenset[str] = frozenset()) -> None:
     """A table for people on a terminal; tab-separated lines (a header line first, nothing cut) otherwise.
 
@@ -60,12 +61,74 @@ def print_table(out: Console, header: list[str], rows: list[list[Any]], *, title
     out.print(table)
 
 
-def stdout_console() -> Console:
+def stdout_console() -> "Console":
+    from rich.console import Console
+
     return Console(file=sys.stdout, soft_wrap=True, highlight=False, markup=False, emoji=False)
 
 
-def stderr_console() -> Console:
+def stderr_console() -> "Console":
+    from rich.console import Console
+
     return Console(file=sys.stderr, stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """Stands for the stdout console and builds it on first use (a renderer that only prints never does)."""
+
+    def __init__(self) -> None:
+        self._console: Any = None
+
+    def _real(self) -> Any:
+        if self._console is None:
+            object.__setattr__(self, "_console", stdout_console())
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_console":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._real(), name, value)
+
+
+class StdoutClosed(Exception):
+    """The reader of stdout went away (``| head -1``): the command stops quietly with exit 141."""
+
+
+class GuardedStdout:
+    """Wraps stdout so that a closed pipe raises :class:`StdoutClosed`, which no library turns into an exit of
+    its own (rich and click exit 1 on a BrokenPipeError), and later writes go to /dev/null instead of failing."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return self._inner.write(text)
+        except BrokenPipeError:
+            self._closed()
+            raise  # unreachable: _closed raises
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def _closed(self) -> None:
+        try:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, self._inner.fileno())
+            os.close(fd)
+        except (OSError, ValueError, AttributeError):
+            pass
+        raise StdoutClosed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -83,13 +146,13 @@ def document(kind: str, result: Any) -> str:
     return json.dumps(doc, sort_keys=True, indent=2, allow_nan=False, default=str)
 
 
-def emit(kind: str, result: Any, as_json: bool, render: Callable[[Console, Any], None]) -> None:
+def emit(kind: str, result: Any, as_json: bool, render: Callable[["Console", Any], None]) -> None:
     """Print ``result`` as a JSON document or through ``render`` (a table for people)."""
     if as_json:
         sys.stdout.write(document(kind, result) + "\n")
         sys.stdout.flush()
         return
-    render(stdout_console(), result)
+    render(_LazyConsole(), result)  # type: ignore[arg-type]
     for warning in getattr(result, "warnings", None) or []:
         warn(warning)
 

@@ -26,6 +26,7 @@ import typer
 from typer.core import TyperArgument, TyperGroup
 
 from mlserve import __version__, config, exitcodes
+from mlserve.cli._output import GuardedStdout, StdoutClosed
 from mlserve.errors import MlserveError, StorageError
 
 
@@ -97,43 +98,6 @@ def split_global_flags(args: list[str]) -> tuple[list[str], set[str]]:
     if first is not None and "--json" in head[:first]:
         head = [a for a in head[:first] if a != "--json"] + head[first:] + ["--json"]
     return head + tail, seen
-
-
-class StdoutClosed(Exception):
-    """The reader of stdout went away (``| head -1``): stop quietly with exit 141."""
-
-
-class _GuardedStdout:
-    """Wraps stdout so that a closed pipe raises :class:`StdoutClosed` (which no library turns into its own
-    exit), and later writes at interpreter exit go to /dev/null instead of failing again."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def write(self, text: str) -> int:
-        try:
-            return self._inner.write(text)
-        except BrokenPipeError:
-            self._closed()
-            raise  # unreachable: _closed raises
-
-    def flush(self) -> None:
-        try:
-            self._inner.flush()
-        except BrokenPipeError:
-            self._closed()
-
-    def _closed(self) -> None:
-        try:
-            fd = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(fd, self._inner.fileno())
-            os.close(fd)
-        except (OSError, ValueError, AttributeError):
-            pass
-        raise StdoutClosed()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 # ------------------------------------------------------------------------------------------ the boundary
@@ -280,7 +244,7 @@ class LazyGroup(TyperGroup):
 
         _output.force_plain("--plain" in seen)
         real_stdout = sys.stdout
-        sys.stdout = _GuardedStdout(real_stdout)  # type: ignore[assignment]
+        sys.stdout = GuardedStdout(real_stdout)  # type: ignore[assignment]
         try:
             code = self._main(args, prog_name, complete_var, **extra)
             sys.stdout.flush()
@@ -363,9 +327,6 @@ def root(
 
 def run(argv: list[str]) -> int:
     """Run one command line; return its exit code (the ``mlserve`` executable's body)."""
-    if argv in (["--version"], ["-V"]):  # the commonest call in CI logs: no need to build the command tree
-        print(f"mlserve {__version__}")
-        return exitcodes.OK
     return typer.main.get_command(app).main(args=argv, prog_name="mlserve", standalone_mode=False)
 
 

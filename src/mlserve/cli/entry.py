@@ -32,9 +32,13 @@ def _say(message: str) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        from mlserve.cli.app import run
+        from mlserve.cli import _fast
 
-        code = run(sys.argv[1:])
+        code = _fast.run(sys.argv[1:])
+        if code is None:
+            from mlserve.cli.app import run
+
+            code = run(sys.argv[1:])
     except KeyboardInterrupt:
         _say("interrupted")
         code = exitcodes.INTERRUPTED
