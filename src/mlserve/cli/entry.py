@@ -45,4 +45,7 @@ def main() -> None:
     except Terminated:
         _say("terminated")
         code = exitcodes.TERMINATED
+    # The command is over and its exit code decided: a Ctrl-C now would otherwise land after the interpreter
+    # restored the default handlers during shutdown and kill the process with -SIGINT instead.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(code)
