@@ -56,6 +56,7 @@ COMMANDS: dict[str, Entry] = {
                       "Models"),
     "benchmark": Entry("mlserve.cli.benchmark:install", "Measure latency and throughput of models.", "Models"),
     "rollout": Entry("mlserve.cli.rollout:install", "Canary and blue-green rollouts judged by metrics.", "Delivery"),
+    "ab": Entry("mlserve.cli.ab:ab_app", "Plan A/B experiments and analyze them into a verdict.", "Delivery"),
     "quickstart": Entry("mlserve.cli.quickstart:quickstart", "Run the whole workflow on an example model.", "Setup"),
     "config": Entry("mlserve.cli.config:show_config", "Show the settings in effect and where they come from.",
                     "Setup"),
