@@ -77,3 +77,19 @@ def test_a_constant_covariate_changes_nothing(table) -> None:
     plain = analyze_experiment(path, ["revenue"], split="control=1,treatment=1")
     assert with_flat.comparisons[0].absolute_ci == pytest.approx(plain.comparisons[0].absolute_ci)
     assert any("does not vary" in w for w in with_flat.warnings)
+
+
+def test_cuped_on_a_binary_metric_uses_welch_on_the_adjusted_values(table) -> None:
+    rng = np.random.default_rng(21)
+    n = 4000
+    before = (rng.random(n) < 0.3).astype(int)  # converted in the pre-period: predicts converting again
+    treated = rng.random(n) < 0.5
+    after = (rng.random(n) < np.where(before == 1, 0.5, 0.1) + np.where(treated, 0.03, 0.0)).astype(int)
+    columns = {"key": [f"k{i}" for i in range(n)], "variant": ["treatment" if t else "control" for t in treated],
+               "converted": after.tolist(), "converted_before": before.tolist()}
+    c = analyze_experiment(table("events.csv", columns), ["converted"], covariates=["converted_before"],
+                           split="control=1,treatment=1").comparisons[0]
+    assert c.kind == "binary" and c.test == "welch" and c.cuped is not None
+    slope, ci, p, diff = _independent({"revenue": after, "revenue_before": before, "variant": columns["variant"]})
+    assert c.absolute_ci == pytest.approx(ci, rel=1e-9) and c.p_value == pytest.approx(p, rel=1e-9)
+    assert c.cuped.variance_reduction > 0.1

@@ -43,7 +43,8 @@ def describe_lift(c: Comparison) -> str:
     if c.relative_lift is not None:
         text += f" ({c.relative_lift:+.2%})"
     if c.absolute_ci is not None:
-        text += f", {c.confidence:.0%} interval [{fmt(c.absolute_ci[0])}, {fmt(c.absolute_ci[1])}]"
+        kind = "always-valid " if c.test == "msprt" else ""
+        text += f", {kind}{c.confidence:.0%} interval [{fmt(c.absolute_ci[0])}, {fmt(c.absolute_ci[1])}]"
     return text
 
 
