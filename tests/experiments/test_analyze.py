@@ -202,3 +202,11 @@ def test_continuous_kind_can_be_forced(table) -> None:
     c = analyze_experiment(table("events.csv", columns), ["converted:continuous"], split=SPLIT).comparisons[0]
     a, b = _arrays(columns, "converted")
     assert c.test == "welch" and c.p_value == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+
+
+def test_the_sample_ratio_threshold_is_an_option(table) -> None:
+    columns = counts_table({"control": (520, 5200), "treatment": (600, 4800)})  # chi-square p = 6.3e-5
+    path = table("events.csv", columns)
+    assert analyze_experiment(path, ["converted"], split=SPLIT).verdict == "invalid"
+    lenient = analyze_experiment(path, ["converted"], split=SPLIT, srm_threshold=1e-6)
+    assert lenient.sample_ratio.passed and lenient.verdict == "ship"

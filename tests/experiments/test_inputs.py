@@ -169,3 +169,15 @@ def test_an_assignment_log_given_as_events_gets_a_hint(tmp_path: Path) -> None:
 def test_missing_file_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError):
         analyze_experiment(tmp_path / "absent.csv", ["converted"])
+
+
+def test_plot_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
+    path = write_table(tmp_path / "e.csv", ab_columns(seed=1, n=50))
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from mlserve.experiments import analyze_experiment\n"
+            "from mlserve.errors import MissingDependencyError\n"
+            f"try:\n    analyze_experiment({str(path)!r}, ['converted'], plot={str(tmp_path / 'p.png')!r})\n"
+            "except MissingDependencyError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "pip install 'mlserve[plot]'" in out.stdout, out.stderr
+    assert not (tmp_path / "p.png").exists()
