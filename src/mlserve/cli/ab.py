@@ -93,7 +93,7 @@ def plan(
 def _test_name(c: Any) -> str:
     name = {"z": "z-test", "fisher": "Fisher exact", "welch": "Welch t", "msprt": "mSPRT"}[c.test]
     if c.cuped is not None:
-        name += f" + CUPED ({c.cuped.variance_reduction:.0%} less variance)"
+        name += f", CUPED -{c.cuped.variance_reduction:.0%} var"
     return name
 
 
@@ -125,7 +125,7 @@ def _render_analysis(console: Any, r: Any) -> None:
     mw = [c for c in r.comparisons if c.mann_whitney is not None]
     if mw:
         print_table(console, ["metric", "treatment", "U", "P(treatment > control)", "p", "method"],
-                    [[c.metric, c.treatment, f"{c.mann_whitney.u:g}", f"{c.mann_whitney.auc:.4f}",
+                    [[c.metric, c.treatment, f"{c.mann_whitney.u:.1f}", f"{c.mann_whitney.auc:.4f}",
                       fmt_p(c.mann_whitney.p_value), c.mann_whitney.method] for c in mw], title="Mann-Whitney")
     for c in r.comparisons:
         if c.note:
