@@ -12,7 +12,7 @@ from typing import Any
 from mlserve._deps import require
 from mlserve.errors import MissingDependencyError, UsageError
 from mlserve.optimize._quiet import quiet
-from mlserve.optimize.specs import InputSpec
+from mlserve.inputs import InputSpec
 from mlserve.progress import NULL_PROGRESS, Progress
 
 OPSET = 18
@@ -33,13 +33,15 @@ def export_torch(
 
     When the dynamo exporter was tried and failed, why is appended to ``notes``."""
     torch = require("torch", purpose="exporting PyTorch models")
-    from mlserve.optimize.feeds import make_feeds
+    from mlserve.inputs import make_feeds
 
     # an example batch of 1 would be specialised by torch.export (a size-1 dimension cannot be dynamic)
-    dynamic = any(s.dynamic_batch for s in specs)
+    dynamic = any(s.dynamic_batch for s in specs if not s.python_arg)
     feeds = make_feeds(specs, batch=2 if dynamic else None, seed=0)
-    args = tuple(torch.from_numpy(feeds[s.name]) for s in specs)
-    names = [s.name for s in specs]
+    # Python arguments (a TorchScript forward's ``sr: int``) are passed as values: the export fixes them
+    args = tuple(s.value if s.python_arg else torch.from_numpy(feeds[s.name]) for s in specs)
+    tensors = [s for s in specs if not s.python_arg]
+    names = [s.name for s in tensors]
     errors: list[str] = []
     try:
         require("onnxscript", purpose="the dynamo ONNX exporter")
@@ -53,7 +55,11 @@ def export_torch(
         with progress.task("exporting to ONNX (dynamo exporter)"), quiet() as log:
             try:
                 batch = torch.export.Dim("batch", min=1)
-                shapes = tuple({0: batch} if s.dynamic_batch else None for s in specs)
+                extra = {axis: torch.export.Dim(f"dim{axis}", min=1) for s in specs for axis in s.dynamic_axes}  # shared
+                shapes = tuple(
+                    None if s.python_arg else ({0: batch} if s.dynamic_batch else {}) | {a: extra[a] for a in s.dynamic_axes} or None
+                    for s in specs
+                )
                 torch.onnx.export(
                     program if program is not None else net,
                     args if program is None else (),
@@ -72,7 +78,8 @@ def export_torch(
                 errors.append(f"dynamo: {type(exc).__name__}: {_first_line(exc)} {log.tail(120)}".strip())
     with progress.task("exporting to ONNX (TorchScript exporter)"), quiet() as log:
         try:
-            axes = {name: {0: "batch"} for name, s in zip(names, specs) if s.dynamic_batch}
+            axes = {s.name: ({0: "batch"} if s.dynamic_batch else {}) | {a: f"dim{a}" for a in s.dynamic_axes}
+                    for s in tensors if s.dynamic_batch or s.dynamic_axes}
             if dynamic:
                 axes.update({name: {0: "batch"} for name in outputs})
             torch.onnx.export(

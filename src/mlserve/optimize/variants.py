@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 from mlserve._deps import require
 from mlserve.errors import UsageError
 from mlserve.optimize._quiet import quiet
-from mlserve.optimize.specs import InputSpec
+from mlserve.inputs import InputSpec
 from mlserve.progress import NULL_PROGRESS, Progress
 
 
@@ -99,6 +99,59 @@ def build_fp32(ctx: BuildContext) -> Built:
         except Exception as exc:  # noqa: BLE001 - ORT reports bad models with its own exception types
             raise VariantBuildError(f"fp32: ONNX Runtime cannot optimize the export: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
     return Built(out, {"variant": "fp32", "graph_optimization_level": "ORT_ENABLE_EXTENDED", "tool": "onnxruntime"})
+
+
+def looks_like_transformer(path: Path) -> bool:
+    """Attention is there: a Softmax fed by a MatMul (scores), plus a layer normalization (fused or not)."""
+    onnx = require("onnx")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    softmax_after_matmul = any(
+        node.op_type == "Softmax" and _upstream_has(node.input[0], producers, graph, {"MatMul", "Einsum"}) for node in graph.node
+    )
+    layer_norm = bool(ops & {"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization"}) or (
+        "ReduceMean" in ops and "Sqrt" in ops)
+    return softmax_after_matmul and layer_norm
+
+
+def _upstream_has(name: str, producers: dict[str, str], graph: Any, wanted: set[str], depth: int = 4) -> bool:
+    by_output = {out: node for node in graph.node for out in node.output}
+    frontier = [name]
+    for _ in range(depth):
+        nxt = []
+        for item in frontier:
+            node = by_output.get(item)
+            if node is None:
+                continue
+            if node.op_type in wanted:
+                return True
+            nxt.extend(node.input)
+        frontier = nxt
+    return False
+
+
+def build_fp32_fused(ctx: BuildContext) -> Built:
+    """ONNX Runtime's transformer optimizer: Attention, SkipLayerNormalization, BiasGelu ... fused (fp32, lossless)."""
+    require("onnxruntime")
+    if not looks_like_transformer(ctx.source_onnx):
+        raise VariantSkipped("the graph has no attention (Softmax after MatMul with layer normalization): nothing to fuse")
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    out = ctx.workdir / "fp32-fused.onnx"
+    with ctx.progress.task("fp32-fused: ONNX Runtime transformer fusions"), quiet() as log:
+        try:
+            model = optimize_model(str(ctx.source_onnx), model_type="bert", num_heads=0, hidden_size=0, opt_level=0, use_gpu=False)
+            fused = {op: n for op, n in (model.get_fused_operator_statistics() or {}).items() if n}
+        except Exception as exc:  # noqa: BLE001 - the optimizer's pattern matchers fail in many ways on unusual graphs
+            raise VariantBuildError(f"fp32-fused: the transformer optimizer failed: {type(exc).__name__}: {str(exc)[:200]} {log.tail(100)}".strip()) from None
+        wanted = {"Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization",
+                  "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization"}
+        if not set(fused) & wanted:
+            raise VariantSkipped("ONNX Runtime's transformer optimizer found no pattern to fuse in this graph")
+        model.save_model_to_file(str(out))
+    return Built(out, {"variant": "fp32-fused", "tool": "onnxruntime.transformers.optimizer.optimize_model", "model_type": "bert",
+                       "opt_level": 0, "fused": fused})
 
 
 def build_fp16(ctx: BuildContext) -> Built:
@@ -243,6 +296,7 @@ def build_tensorrt(precision: str) -> Callable[[BuildContext], Built]:
 
 BUILDERS: dict[str, Callable[[BuildContext], Built]] = {
     "fp32": build_fp32,
+    "fp32-fused": build_fp32_fused,
     "fp16": build_fp16,
     "int8-dynamic": build_int8_dynamic,
     "int8-static": build_int8_static,
@@ -263,12 +317,16 @@ def cuda_available() -> bool:
     return os.path.exists("/proc/driver/nvidia/version")
 
 
-def auto_variants() -> tuple[list[str], dict[str, str]]:
-    """The candidates worth building on this machine, and the reason each other one is not built."""
+def auto_variants(export: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """The candidates worth building for this model on this machine, and the reason each other one is not built."""
     from mlserve.optimize.tensorrt import tensorrt_unavailable_reason
 
     chosen = ["fp32", "int8-dynamic", "int8-static"]
     skipped: dict[str, str] = {}
+    if export is not None and looks_like_transformer(export):
+        chosen.insert(1, "fp32-fused")
+    else:
+        skipped["fp32-fused"] = "not a transformer graph (no attention to fuse)"
     if cuda_available():
         chosen.append("fp16")
     else:
