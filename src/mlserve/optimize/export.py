@@ -75,7 +75,7 @@ def export_torch(
                 check_and_infer(target)
                 return "dynamo"
             except Exception as exc:  # noqa: BLE001 - any failure means: try the other exporter
-                errors.append(f"dynamo: {type(exc).__name__}: {_first_line(exc)} {log.tail(120)}".strip())
+                errors.append(_ANSI.sub("", f"dynamo: {type(exc).__name__}: {_first_line(exc)} {log.tail(120)}").strip())
     with progress.task("exporting to ONNX (TorchScript exporter)"), quiet() as log:
         try:
             axes = {s.name: ({0: "batch"} if s.dynamic_batch else {}) | {a: f"dim{a}" for a in s.dynamic_axes}
@@ -102,8 +102,11 @@ def export_torch(
     raise UsageError("neither ONNX exporter could export the model: " + "; ".join(errors))
 
 
+_ANSI = __import__("re").compile(r"\x1b\[[0-9;]*m")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = _ANSI.sub("", str(exc)).strip().splitlines()
     return text[0][:300] if text else ""
 
 

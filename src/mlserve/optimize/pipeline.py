@@ -181,7 +181,11 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
     cal_path = options.calibration_data or options.data
     if cal_path:
         calibration = load_user_data(cal_path, source.inputs, batch=1)
-    ctx = BuildContext(source_onnx=export_path, workdir=workdir, specs=source.inputs, calibration=calibration, progress=progress)
+    elif source.example_feeds:  # the tokenizer's own inputs are real data: calibrate on them, row by row
+        calibration = [{k: v[i:i + 1] for k, v in feed.items()} for feed in source.example_feeds[:1]
+                       for i in range(len(next(iter(feed.values()))))]
+    ctx = BuildContext(source_onnx=export_path, workdir=workdir, specs=source.inputs, calibration=calibration, progress=progress,
+                       calibration_origin="user data" if cal_path else "the source's tokenized example texts")
 
     if options.auto:
         names, skipped = auto_variants(export_path)

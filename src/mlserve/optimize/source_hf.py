@@ -83,10 +83,15 @@ def load_hf_directory(path: Path, location: str, user_inputs: list[InputSpec], t
         def __init__(self) -> None:
             super().__init__()
             self.model = model
+            self.keys = keys
 
-        def forward(self, *args: Any) -> tuple[Any, ...]:
-            out = self.model(**dict(zip(names, args)), return_dict=True)
-            return tuple(out[k] for k in keys)
+    # an explicit signature (not *args): torch.export matches dynamic shapes to named parameters
+    code = (f"def forward(self, {', '.join(names)}):\n"
+            f"    out = self.model({', '.join(f'{n}={n}' for n in names)}, return_dict=True)\n"
+            "    return tuple(out[k] for k in self.keys)\n")
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102 - the names are the model's own forward parameters (identifiers)
+    Positional.forward = namespace["forward"]  # type: ignore[method-assign]
 
     net = Positional().eval()
     rows = len(chosen)

@@ -36,6 +36,7 @@ class BuildContext:
     workdir: Path
     specs: list[InputSpec]
     calibration: list[dict[str, Any]] | None = None
+    calibration_origin: str = "user data"
     """User feeds for static quantization; None means generated data (with a warning)."""
     calibration_batches: int = 16
     progress: Progress = NULL_PROGRESS
@@ -235,7 +236,7 @@ def build_int8_static(ctx: BuildContext) -> Built:
 
     _require_quantizable(ctx.source_onnx, "statically")
     if ctx.calibration:
-        feeds, origin = ctx.calibration, "user data"
+        feeds, origin = ctx.calibration, ctx.calibration_origin
     else:
         feeds = [make_feeds(ctx.specs, batch=1, seed=1000 + i) for i in range(ctx.calibration_batches)]
         origin = "generated N(0,1) data"
