@@ -93,6 +93,7 @@ def export_torch(
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
+            _freeze_python_args(target, specs, names)
             check_and_infer(target)
             if dynamo_ok and notes is not None:
                 notes.append(f"the dynamo exporter failed, the TorchScript exporter was used instead ({errors[0][:300]})")
@@ -108,6 +109,26 @@ _ANSI = __import__("re").compile(r"\x1b\[[0-9;]*m")
 def _first_line(exc: BaseException) -> str:
     text = _ANSI.sub("", str(exc)).strip().splitlines()
     return text[0][:300] if text else ""
+
+
+def _freeze_python_args(path: Path, specs: list[InputSpec], names: list[str]) -> None:
+    """The TorchScript exporter keeps a scripted forward's ``sr: int`` as a graph input: make each such input
+    a constant holding the value given (``--input sr=16000``), in the order of the Python arguments."""
+    python_args = [s for s in specs if s.python_arg]
+    if not python_args:
+        return
+    onnx = require("onnx")
+    import numpy as np
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    initializers = {i.name for i in model.graph.initializer}
+    extra = [i for i in model.graph.input if i.name not in names and i.name not in initializers]
+    for value_info, spec in zip(extra, python_args):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type)
+        model.graph.initializer.append(numpy_helper.from_array(np.array(spec.value, dtype=dtype), value_info.name))
+        model.graph.input.remove(value_info)
+    onnx.save(model, str(path))
 
 
 def check_and_infer(path: Path) -> None:
