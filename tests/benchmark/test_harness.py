@@ -202,7 +202,9 @@ def test_interleaved_rounds_rotate_and_pair_the_figures() -> None:
         return call
 
     config = MeasureConfig(warmup_s=0.0, min_iterations=6, min_seconds=0.0, rounds=3)
-    result = measure_interleaved({"a": work("a", 0.001), "b": work("b", 0.002)}, config, clock=clock)
+    pauses: list[float] = []
+    result = measure_interleaved({"a": work("a", 0.001), "b": work("b", 0.002)}, config, clock=clock, sleep=pauses.append)
+    assert pauses == [config.settle_s] * 6  # before every block: the other runtime's threads go idle
     # warm-up a, b; then each round: every contender once untimed + 2 timed calls, the order rotating
     assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3 + ["a"] * 3 + ["b"] * 3
     assert result.round_medians_ms["a"] == pytest.approx([1.0] * 3) and result.round_medians_ms["b"] == pytest.approx([2.0] * 3)

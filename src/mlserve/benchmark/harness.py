@@ -40,6 +40,7 @@ class MeasureConfig(BaseModel):
     max_extra_windows: int = Field(3, ge=0, description="extra windows measured while the run is unstable")
     max_cv: float | None = Field(None, gt=0, description="also call the run unstable when the coefficient of variation exceeds this")
     rounds: int = Field(10, ge=1, description="interleaved rounds when several runs are compared (A B A B ...)")
+    settle_s: float = Field(0.05, ge=0, description="pause before each interleaved block: the previous runtime's spinning threads go idle")
 
 
 class LatencyStats(BaseModel):
@@ -435,13 +436,16 @@ def measure_interleaved(
     progress: Progress = NULL_PROGRESS,
     label: str = "measuring",
     clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Interleaved:
     """Time every callable in ``config.rounds`` rounds, A B C, B C A, C A B ...: slow phases of a shared
     machine then hit every contender alike, and each round yields one ratio per pair.
 
     Each contender is warmed up for ``warmup_s`` first; each of its blocks starts with one untimed call
     (it absorbs what the previous contender left behind: caches, another runtime's spinning threads) and
-    then makes at least ``min_iterations / rounds`` calls lasting ``min_seconds / rounds``. Stability is
+    then makes at least ``min_iterations / rounds`` calls lasting ``min_seconds / rounds``. Before each block the
+    harness pauses ``settle_s``: ONNX Runtime's and OpenMP's worker threads spin for a while after a call, and in
+    one process they would slow the next contender down (a PyTorch source after an ORT candidate). Stability is
     judged, per contender, on its last ``windows`` rounds, as for a single run."""
     config = config or MeasureConfig()
     if config.concurrency != 1:
@@ -456,6 +460,8 @@ def measure_interleaved(
             order = names[r % len(names):] + names[: r % len(names)]
             for name in order:
                 fn = calls[name]
+                if config.settle_s:
+                    sleep(config.settle_s)
                 fn()  # untimed
                 windows[name].append(_sequential_window(fn, clock(), per_n, per_s, math.inf, clock))
             task.update(completed=float(r + 1))
