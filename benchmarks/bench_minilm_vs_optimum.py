@@ -34,6 +34,28 @@ TEXTS = [
 ]
 
 
+FUSED = {"Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization",
+         "BiasGelu", "FastGelu", "Gelu"}
+
+FACTORY = """
+import torch
+from transformers import AutoModel
+
+def build():
+    model = AutoModel.from_pretrained({directory!r}, local_files_only=True).eval()
+
+    class Positional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, token_type_ids, attention_mask):
+            return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).last_hidden_state
+
+    return Positional().eval(), None
+"""
+
+
 def build_model(directory: Path, layers: int = 6, hidden: int = 384) -> None:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -104,10 +126,23 @@ def main() -> int:
         np.savez(inputs, **{k: np.ascontiguousarray(v[:1]).astype(np.int64) for k, v in enc.items()})
         onnx_side = {"kind": "onnx", "threads": args.threads, "inputs": str(inputs)}
         vs_optimum, _ = interleaved_ratio({**onnx_side, "model": str(optimum_onnx)}, {**onnx_side, "model": str(chosen_path)})
+        factory = work / "minilm_factory.py"
+        factory.write_text(FACTORY.format(directory=str(model_dir)), encoding="utf-8")
+        torch_side = {"kind": "torch", "threads": args.threads, "path": str(work), "module": "minilm_factory", "factory": "build",
+                      "inputs": str(inputs), "names": list(enc.keys())}
+        independent, _ = interleaved_ratio(torch_side, {**onnx_side, "model": str(chosen_path)})
+        import onnx
+
+        ops = lambda path: sorted({n.op_type for n in onnx.load(str(path)).graph.node} & FUSED)  # noqa: E731
 
         print(f"mlserve --auto chose {chosen.name}: claimed {chosen.speedup.ratio:.2f}x vs PyTorch eager "
-              f"[{chosen.speedup.ci_low:.2f}, {chosen.speedup.ci_high:.2f}], parity rel L2 "
+              f"[{chosen.speedup.ci_low:.2f}, {chosen.speedup.ci_high:.2f}], independent {independent:.2f}x, "
+              f"claimed/independent {chosen.speedup.ratio / independent:.2f}; parity rel L2 "
               f"{max(o.rel_l2_err for o in chosen.parity.outputs):.2e}")
+        print(f"  fused operators: mlserve {ops(chosen_path)}, Optimum O2 {ops(optimum_onnx)}")
+        for c in result.candidates:
+            if c.verdict in ("failed-parity", "error"):
+                print(f"  {c.name}: {c.verdict}: {(c.reason or '')[:160]}")
         others = ", ".join(f"{c.name} {c.speedup.ratio:.2f}x" for c in result.candidates if c.speedup and c is not chosen)
         print(f"  other candidates: {others}")
         fused = next((c for c in result.candidates if c.name == "fp32-fused"), None)

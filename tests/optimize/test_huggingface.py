@@ -49,7 +49,9 @@ def test_a_model_directory_is_a_source_with_tokenizer_made_inputs(cli: Any, bert
     # the transformer optimizer's fusions are a candidate of their own, parity-checked like every other
     fused = by_name["fp32-fused"]
     assert fused["verdict"] in ("chosen", "slower", "passed") and fused["parity"]["passed"]
-    assert fused["recipe"]["fused"] and set(fused["recipe"]["fused"]) & {"SkipLayerNormalization", "LayerNormalization", "Attention"}
+    # attention itself is fused: from an eager-attention export through the TorchScript exporter, with the config's heads
+    assert fused["recipe"]["fused"]["Attention"] == 2 and fused["recipe"]["from"] == "eager attention, TorchScript exporter"
+    assert (fused["recipe"]["num_heads"], fused["recipe"]["hidden_size"]) == (2, 32)
     assert by_name["int8-static"]["recipe"].get("calibration", {}).get("origin", "the source's tokenized example texts") == \
         "the source's tokenized example texts"
 

@@ -185,7 +185,8 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
         calibration = [{k: v[i:i + 1] for k, v in feed.items()} for feed in source.example_feeds[:1]
                        for i in range(len(next(iter(feed.values()))))]
     ctx = BuildContext(source_onnx=export_path, workdir=workdir, specs=source.inputs, calibration=calibration, progress=progress,
-                       calibration_origin="user data" if cal_path else "the source's tokenized example texts")
+                       calibration_origin="user data" if cal_path else "the source's tokenized example texts",
+                       fusion_export=source.fusion_export, fusion_hints=source.fusion_hints)
 
     if options.auto:
         names, skipped = auto_variants(export_path)
@@ -284,6 +285,10 @@ def _run(source: LoadedSource, options: OptimizeOptions, workdir: Path, progress
         chosen.verdict = "chosen"
     if chosen is not None and chosen.speedup is not None and chosen.speedup.ci_high < 1.0:
         warnings.append(f"{chosen.name} is slower than the source ({chosen.speedup.ratio:.2f}x at {chosen.speedup.threads} threads)")
+    if chosen is not None and chosen.speedup is not None and chosen.speedup.ci_low > 0 and chosen.speedup.ci_high / chosen.speedup.ci_low > 1.5:
+        sp = chosen.speedup
+        warnings.append(f"the speedup of {chosen.name} is uncertain ({sp.ratio:.2f}x, interval {sp.ci_low:.2f}-{sp.ci_high:.2f}): the rounds "
+                        "disagree, as on a busy machine; rerun on a quiet one (or with more --rounds, fewer --threads) before quoting it")
 
     result = OptimizeResult(
         source=info, mode="auto" if options.auto else "variants", candidates=candidates, chosen=chosen.name if chosen else None,

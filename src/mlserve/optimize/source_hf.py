@@ -103,6 +103,23 @@ def load_hf_directory(path: Path, location: str, user_inputs: list[InputSpec], t
             example_feeds.append({n: arrays[n][:size] for n in names})
     source = torch_source("huggingface", location, net, specs, None, output_names=keys)
     source.example_feeds = example_feeds
+    config = model.config
+    heads, hidden = getattr(config, "num_attention_heads", 0), getattr(config, "hidden_size", 0)
+    if isinstance(heads, int) and isinstance(hidden, int) and heads and hidden:
+        source.fusion_hints = {"num_heads": heads, "hidden_size": hidden}
+
+    def fusion_export(target: Path) -> None:
+        """ORT's attention fusion matches the classic MatMul-Softmax-MatMul of eager attention as the TorchScript
+        exporter writes it (not scaled_dot_product_attention): export an eager-attention copy that way."""
+        eager = transformers.AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation="eager").eval()
+        wrapper = Positional()
+        wrapper.model = eager
+        tensors = {n: torch.from_numpy(arrays[n][:2]) for n in names}
+        torch.onnx.export(wrapper, tuple(tensors[n] for n in names), str(target), dynamo=False, input_names=names,
+                          output_names=keys, opset_version=18, do_constant_folding=True,
+                          dynamic_axes={**{n: {0: "batch", 1: "dim1"} for n in names}, **{k: {0: "batch"} for k in keys}})
+
+    source.fusion_export = fusion_export
     source.path = path
     if not texts:
         source.warnings.append(f"parity was checked on {rows} built-in sentences; pass your own with --text (repeatable)")

@@ -52,6 +52,9 @@ class LoadedSource:
     """False where the source's runtime has no intra-op thread setting (scikit-learn)."""
     example_feeds: list[Feeds] = field(default_factory=list)
     """Inputs the source brings itself (tokenized text of a Hugging Face model), used for parity."""
+    fusion_export: Optional[Callable[[Path], None]] = None
+    """A second export meant for ONNX Runtime's transformer fusions (see variants.build_fp32_fused)."""
+    fusion_hints: dict[str, int] = field(default_factory=dict)
 
 
 def sha256_of(path: Path) -> str:

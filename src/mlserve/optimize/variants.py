@@ -41,6 +41,11 @@ class BuildContext:
     calibration_batches: int = 16
     progress: Progress = NULL_PROGRESS
     warnings: list[str] = field(default_factory=list)
+    fusion_export: Callable[[Path], None] | None = None
+    """Writes an export whose attention ONNX Runtime's transformer optimizer can match (a Hugging Face model with
+    eager attention through the TorchScript exporter); None: fuse the main export."""
+    fusion_hints: dict[str, int] = field(default_factory=dict)
+    """num_heads and hidden_size, where the source knows them (the optimizer cannot always tell)."""
     _preprocessed: Path | None = None
 
     def preprocessed(self) -> Path:
@@ -140,19 +145,41 @@ def build_fp32_fused(ctx: BuildContext) -> Built:
     from onnxruntime.transformers.optimizer import optimize_model
 
     out = ctx.workdir / "fp32-fused.onnx"
+    heads, hidden = ctx.fusion_hints.get("num_heads", 0), ctx.fusion_hints.get("hidden_size", 0)
+    wanted = {"Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization",
+              "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization"}
+    tries: list[tuple[str, Path]] = []
+    if ctx.fusion_export is not None:
+        fusable = ctx.workdir / "fusion-export.onnx"
+        with ctx.progress.task("fp32-fused: exporting with eager attention for the fusions"), quiet():
+            try:
+                ctx.fusion_export(fusable)
+                tries.append(("eager attention, TorchScript exporter", fusable))
+            except Exception:  # noqa: BLE001 - the main export is fused instead
+                pass
+    tries.append(("the main export", ctx.source_onnx))
+    best: tuple[dict[str, int], Any, str] | None = None
+    errors = []
     with ctx.progress.task("fp32-fused: ONNX Runtime transformer fusions"), quiet() as log:
-        try:
-            model = optimize_model(str(ctx.source_onnx), model_type="bert", num_heads=0, hidden_size=0, opt_level=0, use_gpu=False)
-            fused = {op: n for op, n in (model.get_fused_operator_statistics() or {}).items() if n}
-        except Exception as exc:  # noqa: BLE001 - the optimizer's pattern matchers fail in many ways on unusual graphs
-            raise VariantBuildError(f"fp32-fused: the transformer optimizer failed: {type(exc).__name__}: {str(exc)[:200]} {log.tail(100)}".strip()) from None
-        wanted = {"Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization",
-                  "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization"}
-        if not set(fused) & wanted:
+        for what, path in tries:
+            try:
+                model = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0, use_gpu=False)
+                fused = {op: n for op, n in (model.get_fused_operator_statistics() or {}).items() if n and op in wanted}
+            except Exception as exc:  # noqa: BLE001 - the optimizer's pattern matchers fail in many ways on unusual graphs
+                errors.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+                continue
+            # attention fused is what pays; otherwise the graph with most fusions
+            score = (fused.get("Attention", 0) + fused.get("MultiHeadAttention", 0), sum(fused.values()))
+            if best is None or score > (best[0].get("Attention", 0) + best[0].get("MultiHeadAttention", 0), sum(best[0].values())):
+                best = (fused, model, what)
+        if best is None:
+            raise VariantBuildError(f"fp32-fused: the transformer optimizer failed: {'; '.join(errors)} {log.tail(100)}".strip())
+        fused, model, what = best
+        if not fused:
             raise VariantSkipped("ONNX Runtime's transformer optimizer found no pattern to fuse in this graph")
         model.save_model_to_file(str(out))
     return Built(out, {"variant": "fp32-fused", "tool": "onnxruntime.transformers.optimizer.optimize_model", "model_type": "bert",
-                       "opt_level": 0, "fused": fused})
+                       "opt_level": 0, "num_heads": heads, "hidden_size": hidden, "from": what, "fused": fused})
 
 
 def build_fp16(ctx: BuildContext) -> Built:
