@@ -351,7 +351,12 @@ def _choose(candidates: list[Candidate], options: OptimizeOptions) -> Candidate 
         return fp32
     passed = [c for c in candidates if c.verdict == "passed" and c.latency is not None]
     lossless = [c for c in passed if c.precision == "fp32"]
-    best = min(lossless, key=lambda c: c.latency.p50_ms)  # type: ignore[union-attr]
+    produced = [c for c in lossless if c.name != ORIGINAL]
+    best = min(produced or lossless, key=lambda c: c.latency.p50_ms)  # type: ignore[union-attr]
+    original = next((c for c in lossless if c.name == ORIGINAL), None)
+    if original is not None and best is not original and best.speedup is not None and best.speedup.ci_high < 1.0:
+        # the ONNX file as given is faster than anything built from it, beyond the rounds' noise: hand it back
+        best = original
     for c in lossless:
         if c is not best:
             c.verdict = "slower"
