@@ -105,3 +105,15 @@ def test_bad_values_fail_before_heavy_imports(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model.onnx")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1].replace("'", '"')) == []
+
+
+def test_a_file_reference_is_measured_with_the_candidates_interleaved(cli, tiny_onnx: Path, slow_onnx: Path, quick) -> None:
+    result = cli("benchmark", tiny_onnx, "--fail-if-slower-than", f"{slow_onnx}:50", "--threads", "1", "--json", *quick)
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["result"]["results"]
+    candidate, reference = rows
+    assert reference["role"] == "reference" and reference["label"] == "reference slow.onnx (ort-cpu b1 c1)"
+    assert len(candidate["rounds_ms"]) == len(reference["rounds_ms"]) == 10  # the same rounds, A B A B ...
+    check = json.loads(result.stdout)["result"]["gate"]["checks"][0]
+    ratios = [c / r for c, r in zip(candidate["rounds_ms"], reference["rounds_ms"])]
+    assert check["ratio"] == pytest.approx(float(np.median(ratios)))

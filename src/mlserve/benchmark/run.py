@@ -347,19 +347,20 @@ def _row(source: ModelSource, role: str, backend: str, runner: bk.Runner, batch:
 
 
 def _measure_candidates(
-    plan: list[tuple[ModelSource, list[str]]],
+    plan: list[tuple[ModelSource, list[str], str]],
     specs: dict[str, list[InputSpec]],
     request: BenchmarkRequest,
     progress: Progress,
     skipped: list[SkippedRun],
 ) -> list[ResultRow]:
-    """Every (model, backend) at every batch size, concurrency and thread count. Runs that are compared
-    with each other (same batch, threads, one stream) are measured together in interleaved rounds."""
+    """Every (model, backend) at every batch size, concurrency and thread count; ``plan`` entries are
+    (model, backends, role), the role "candidate" or "reference" (a --fail-if-slower-than file). Runs that
+    are compared with each other (same batch, threads, one stream) are measured together in interleaved rounds."""
     from mlserve.optimize.timing import usable_cores
 
     grid = request.threads or [usable_cores()]
-    jobs: list[tuple[ModelSource, str]] = []
-    for source, run in plan:
+    jobs: list[tuple[ModelSource, str, str]] = []
+    for source, run, role in plan:
         for backend in run:
             available, why = bk.backend_available(backend)
             if not available:
@@ -367,10 +368,11 @@ def _measure_candidates(
                 continue
             if backend == "tensorrt" and max(request.concurrency) > 1:
                 raise UsageError("the tensorrt backend measures one stream at a time: use --concurrency 1 (or ort-trt)")
-            jobs.append((source, backend))
+            jobs.append((source, backend, role))
     groups: dict[tuple[int, int], list[tuple[int, ModelSource, str]]] = {}
+    roles = {j: role for j, (_, _, role) in enumerate(jobs)}
     order: dict[tuple[int, int, int, int], int] = {}
-    for j, (source, backend) in enumerate(jobs):
+    for j, (source, backend, _role) in enumerate(jobs):
         for b_index, batch in enumerate(_batches(specs[str(source.path)], request, source.text)):
             for t_index, threads in enumerate(grid):
                 groups.setdefault((batch, threads), []).append((j, source, backend))
@@ -384,18 +386,18 @@ def _measure_candidates(
                 inputs = bk.make_inputs(sp, batch if batch_axis(sp) else None, request.seed)
                 runners.append((j, source, backend, bk.make_runner(backend, source.path, inputs, threads=threads)))
             for c_index, conc in enumerate(request.concurrency):
-                labels = [_label(src, "candidate", be, batch, conc, threads, len(grid) > 1) for _, src, be, _ in runners]
+                labels = [_label(src, roles[j], be, batch, conc, threads, len(grid) > 1) for j, src, be, _ in runners]
                 if len(runners) > 1 and conc == 1:
                     inter = measure_interleaved({lab: r.call for lab, (_, _, _, r) in zip(labels, runners)}, request.measure,
                                                 progress=progress, label=f"{len(runners)} runs at batch {batch}, {threads} threads, interleaved")
                     for lab, (j, src, be, r) in zip(labels, runners):
-                        row = _row(src, "candidate", be, r, batch, conc, lab, inter.measurements[lab], inter.round_medians_ms[lab])
+                        row = _row(src, roles[j], be, r, batch, conc, lab, inter.measurements[lab], inter.round_medians_ms[lab])
                         keyed.append(((order[(j, batch, threads, 0)], c_index, 0), row))
                     continue
                 for lab, (j, src, be, r) in zip(labels, runners):
                     config = request.measure.model_copy(update={"concurrency": conc})
                     measured = measure_callable(r.call, config, progress=progress, label=lab)
-                    keyed.append(((order[(j, batch, threads, 0)], c_index, 0), _row(src, "candidate", be, r, batch, conc, lab, measured)))
+                    keyed.append(((order[(j, batch, threads, 0)], c_index, 0), _row(src, roles[j], be, r, batch, conc, lab, measured)))
         finally:
             for *_, r in runners:
                 r.close()
@@ -545,6 +547,9 @@ def _run_gate(
     reference_specs: Any,
     request: BenchmarkRequest,
     progress: Progress,
+    *,
+    premeasured: list[ResultRow] | None = None,
+    premeasured_skipped: list[SkippedRun] | None = None,
 ) -> tuple[GateResult, list[ResultRow], list[str]]:
     """Gate every candidate run: against the reference's stored figure for the same setup where there is one
     (registry references), else against the reference's artifact, measured now for the runs that need it.
@@ -564,10 +569,10 @@ def _run_gate(
                 warnings.append(f"{reference.ref}'s stored {fig.key} is not comparable with {row.label} ({why}): its artifact was measured instead")
                 continue
             stored[i] = fig
-    ref_rows: list[ResultRow] = []
-    ref_skipped: list[SkippedRun] = []
+    ref_rows: list[ResultRow] = list(premeasured or [])
+    ref_skipped: list[SkippedRun] = list(premeasured_skipped or [])
     missing = [row for i, row in enumerate(candidates) if i not in stored]
-    if missing:
+    if missing and premeasured is None:  # a registry reference without a comparable stored figure: measured after
         specs = reference_specs()
         wanted = list(dict.fromkeys(r.backend for r in missing))
         backends = _backends_for(reference, wanted)[0] or _backends_for(reference, None)[0]
@@ -770,7 +775,18 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
                 raise
             # a registry reference may need no measuring (stored figures): complain only if it must be measured
 
-    rows += _measure_candidates(plan, specs, request, progress, skipped)
+    roles = [(source, run, "candidate") for source, run in plan]
+    premeasured: list[ResultRow] | None = None
+    ref_skipped: list[SkippedRun] = []
+    if reference is not None and reference.ref is None:  # a file reference is always measured: with the candidates, interleaved
+        wanted = list(dict.fromkeys(b for _, run in plan for b in run))
+        roles.append((reference, _backends_for(reference, wanted)[0] or _backends_for(reference, None)[0], "reference"))
+    measured = _measure_candidates(roles, specs, request, progress, skipped)
+    rows += [r for r in measured if r.role == "candidate"]
+    if reference is not None and reference.ref is None:
+        premeasured = [r for r in measured if r.role == "reference"]
+        ref_skipped = [s for s in skipped if s.model == reference.text]
+        skipped = [s for s in skipped if s.model != reference.text]
     if not rows:
         reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
         raise CapabilityUnavailableError(f"none of the requested backends can run here ({reasons})")
@@ -784,7 +800,8 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
     if gate is not None and reference is not None:
         ref = reference
         gate_result, ref_rows, gate_warnings = _run_gate(
-            gate[0], gate[1], ref, rows, lambda: _input_specs(sources + [ref], overrides)[str(ref.path)], request, progress)
+            gate[0], gate[1], ref, rows, lambda: _input_specs(sources + [ref], overrides)[str(ref.path)], request, progress,
+            premeasured=premeasured, premeasured_skipped=ref_skipped)
         rows += ref_rows
         warnings += gate_warnings
         failures += _gate_failures(gate_result)
