@@ -28,6 +28,9 @@ EXTRAS: dict[str, str] = {
     "ruamel.yaml": "kubernetes",
     "httpx": "kubernetes",
     "tensorrt": "tensorrt",
+    "transformers": "hf",
+    "tokenizers": "hf",
+    "onnxruntime.transformers": "onnx",
 }
 
 

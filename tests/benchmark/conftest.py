@@ -29,31 +29,31 @@ def _save_onnx(path: Path, nodes: list, initializers: list, dynamic_dims: list) 
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bench_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bench-models")
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(model_dir: Path) -> Path:
+def tiny_onnx(bench_models: Path) -> Path:
     """y = relu(x) on [batch, 256]: a few microseconds per call."""
     from onnx import helper
 
-    return _save_onnx(model_dir / "tiny.onnx", [helper.make_node("Relu", ["x"], ["y"])], [], ["batch", WIDTH])
+    return _save_onnx(bench_models / "tiny.onnx", [helper.make_node("Relu", ["x"], ["y"])], [], ["batch", WIDTH])
 
 
 @pytest.fixture(scope="session")
-def matmul_onnx(model_dir: Path) -> tuple[Path, np.ndarray]:
+def matmul_onnx(bench_models: Path) -> tuple[Path, np.ndarray]:
     """y = x @ W on [batch, 256], with W returned so tests can check the computed values."""
     from onnx import helper, numpy_helper
 
     w = np.random.default_rng(1).standard_normal((WIDTH, WIDTH)).astype(np.float32)
-    path = _save_onnx(model_dir / "matmul.onnx", [helper.make_node("MatMul", ["x", "W"], ["y"])],
+    path = _save_onnx(bench_models / "matmul.onnx", [helper.make_node("MatMul", ["x", "W"], ["y"])],
                       [numpy_helper.from_array(w, "W")], ["batch", WIDTH])
     return path, w
 
 
 @pytest.fixture(scope="session")
-def slow_onnx(model_dir: Path) -> Path:
+def slow_onnx(bench_models: Path) -> Path:
     """Forty chained 256x256 MatMul+Tanh layers: hundreds of times the work of ``tiny_onnx``."""
     from onnx import helper, numpy_helper
 
@@ -64,19 +64,19 @@ def slow_onnx(model_dir: Path) -> Path:
         out = "y" if i == 39 else f"t{i}"
         nodes.append(helper.make_node("Tanh", [f"m{i}"], [out]))
         prev = out
-    return _save_onnx(model_dir / "slow.onnx", nodes, [numpy_helper.from_array(w, "W")], ["batch", WIDTH])
+    return _save_onnx(bench_models / "slow.onnx", nodes, [numpy_helper.from_array(w, "W")], ["batch", WIDTH])
 
 
 @pytest.fixture(scope="session")
-def seq_onnx(model_dir: Path) -> Path:
+def seq_onnx(bench_models: Path) -> Path:
     """An input with a dynamic non-batch dimension [batch, seq, 8]: needs --input to be benchmarked."""
     from onnx import helper
 
-    return _save_onnx(model_dir / "seq.onnx", [helper.make_node("Relu", ["x"], ["y"])], [], ["batch", "seq", 8])
+    return _save_onnx(bench_models / "seq.onnx", [helper.make_node("Relu", ["x"], ["y"])], [], ["batch", "seq", 8])
 
 
 @pytest.fixture(scope="session")
-def linear_torchscript(model_dir: Path, matmul_onnx: tuple[Path, np.ndarray]) -> Path:
+def linear_torchscript(bench_models: Path, matmul_onnx: tuple[Path, np.ndarray]) -> Path:
     """The same function as ``matmul_onnx`` as a TorchScript file."""
     import torch
 
@@ -84,7 +84,7 @@ def linear_torchscript(model_dir: Path, matmul_onnx: tuple[Path, np.ndarray]) ->
     layer = torch.nn.Linear(WIDTH, WIDTH, bias=False)
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(w.T.copy()))
-    path = model_dir / "linear.pt"
+    path = bench_models / "linear.pt"
     with warnings.catch_warnings():  # TorchScript is deprecated upstream, but users still bring .pt files
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(torch.jit.trace(layer.eval(), torch.zeros(1, WIDTH)), str(path))
@@ -92,7 +92,7 @@ def linear_torchscript(model_dir: Path, matmul_onnx: tuple[Path, np.ndarray]) ->
 
 
 @pytest.fixture(scope="session")
-def linear_exported(model_dir: Path, matmul_onnx: tuple[Path, np.ndarray]) -> Path:
+def linear_exported(bench_models: Path, matmul_onnx: tuple[Path, np.ndarray]) -> Path:
     """The same function as ``matmul_onnx`` as a torch.export program (.pt2)."""
     import torch
 
@@ -100,7 +100,7 @@ def linear_exported(model_dir: Path, matmul_onnx: tuple[Path, np.ndarray]) -> Pa
     layer = torch.nn.Linear(WIDTH, WIDTH, bias=False)
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(w.T.copy()))
-    path = model_dir / "linear.pt2"
+    path = bench_models / "linear.pt2"
     program = torch.export.export(layer.eval(), (torch.zeros(2, WIDTH),), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(path))
     return path

@@ -9,16 +9,22 @@ import pytest
 
 from mlserve.benchmark import backends as bk
 from mlserve.errors import CapabilityUnavailableError, NotFoundError, UsageError
+from mlserve.inputs import InputSpec, parse_input, resolve
+
+
+def parse_input_override(text: str) -> InputSpec:
+    return parse_input(text, static_batch=True)  # as benchmark parses --input: a number fixes the shape
 
 
 def test_onnx_input_specs_read_declared_shapes(matmul_onnx: tuple[Path, np.ndarray], seq_onnx: Path) -> None:
     path, _ = matmul_onnx
-    assert bk.onnx_input_specs(path) == [bk.InputSpec(name="x", shape=["batch", 256], dtype="float32")]  # W is an initializer
-    assert bk.onnx_input_specs(seq_onnx)[0].shape == ["batch", "seq", 8]
+    (spec,) = bk.onnx_input_specs(path)  # W is an initializer
+    assert (spec.name, spec.shape, spec.dim_names, spec.dtype, spec.dynamic_batch) == ("x", [None, 256], ["batch", None], "float32", True)
+    assert bk.onnx_input_specs(seq_onnx)[0].dim_names == ["batch", "seq", None]
 
 
 def test_make_inputs_is_seeded_and_uses_the_batch_size() -> None:
-    specs = [bk.InputSpec(name="x", shape=[None, 4], dtype="float32"), bk.InputSpec(name="ids", shape=["b", 3], dtype="int64")]
+    specs = [InputSpec(name="x", shape=[None, 4], dtype="float32"), InputSpec(name="ids", shape=[None, 3], dtype="int64")]
     first = bk.make_inputs(specs, 8, seed=5)
     again = bk.make_inputs(specs, 8, seed=5)
     other = bk.make_inputs(specs, 8, seed=6)
@@ -31,32 +37,31 @@ def test_make_inputs_is_seeded_and_uses_the_batch_size() -> None:
 
 def test_dynamic_inner_dimension_needs_an_override(seq_onnx: Path) -> None:
     specs = bk.onnx_input_specs(seq_onnx)
-    with pytest.raises(UsageError, match=r"--input x:Nx<seq>x8:float32, a number in place of each <\.\.\.> \(N: the batch size\)"):
+    with pytest.raises(UsageError, match=r"unknown size at axis 1 \(seq\)") as caught:
         bk.make_inputs(specs, 1, seed=0)
-    resolved = bk.resolve_specs(specs, [bk.parse_input_override("x:2x5x8")])
+    assert "--input x:Nx<seq>x8:float32, a number in place of each <...> (N: the batch size)" in str(caught.value)
+    resolved = resolve(specs, [parse_input_override("x:2x5x8")])
     assert bk.make_inputs(resolved, None, seed=0)["x"].shape == (2, 5, 8)
 
 
-def test_fixed_batch_dimension_refuses_another_batch_size() -> None:
-    spec = bk.InputSpec(name="x", shape=[4, 16], dtype="float32")
-    assert bk.concrete_shape(spec, 4) == (4, 16)
-    with pytest.raises(UsageError, match="fixed batch dimension of 4"):
-        bk.concrete_shape(spec, 8)
+def test_a_fixed_first_dimension_is_used_as_is() -> None:
+    spec = InputSpec(name="x", shape=[4, 16], dtype="float32", dynamic_batch=False)
+    assert spec.concrete_shape(8) == [4, 16]  # the model has no batch axis: its shape wins, whatever the batch size
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("x", "expected NAME:DIMS"), ("x:1x0:float32", "positive"), ("x:1xa", "dimensions must be"), ("x:1x2:complex", "unknown dtype"),
-     ("x:1xN", "only the first"), ("x:n", "dimensions must be")],
+    [("x", "give dimensions"), ("x:1x0:float32", "not a positive integer"), ("x:1xa", "neither dimensions"),
+     ("x:1x2:complex", "neither dimensions"), ("x:1x2:float32:int64", "given twice"), ("x:5..2", "empty"), ("x=abc", "not a number")],
 )
 def test_bad_input_overrides(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        bk.parse_input_override(text)
+        parse_input_override(text)
 
 
 def test_override_naming_an_unknown_input_is_refused(matmul_onnx: tuple[Path, np.ndarray]) -> None:
-    with pytest.raises(UsageError, match="model's inputs are x"):
-        bk.resolve_specs(bk.onnx_input_specs(matmul_onnx[0]), [bk.parse_input_override("tokens:1x8:int64")])
+    with pytest.raises(UsageError, match="tokens, which is not an input of"):
+        resolve(bk.onnx_input_specs(matmul_onnx[0]), [parse_input_override("tokens:1x8:int64")])
 
 
 def test_ort_cpu_runner_computes_the_model(matmul_onnx: tuple[Path, np.ndarray]) -> None:
@@ -143,7 +148,7 @@ def test_tensorrt_runner(matmul_onnx: tuple[Path, np.ndarray]) -> None:
 
 
 def test_n_as_the_first_dimension_is_the_batch_size() -> None:
-    spec = bk.parse_input_override("x:Nx4:int64")
+    spec = parse_input_override("x:Nx4:int64")
     assert spec.shape == [None, 4] and spec.dtype == "int64"
     assert bk.make_inputs([spec], 6, seed=0)["x"].shape == (6, 4)
     assert bk.make_inputs([spec], None, seed=0)["x"].shape == (1, 4)

@@ -18,10 +18,27 @@ from mlserve.benchmark.harness import (
     judge_stability,
     latency_stats,
     measure_callable,
+    measure_interleaved,
+    rounds_ratio,
 )
 from mlserve.errors import UsageError
 
 KNOWN = [1.0, 2.0, 3.0, 4.0, 10.0]
+
+
+class FakeClock:
+    """The harness's time source, advanced only by the calls it times: no real sleep, exact figures."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, seconds: float):
+        def call() -> None:
+            self.now += seconds
+        return call
 
 
 def test_stats_of_known_samples() -> None:
@@ -142,33 +159,68 @@ def test_measure_meets_both_minimums_and_warms_up() -> None:
 
 
 def test_minimum_iterations_dominate_when_calls_are_slow() -> None:
-    import time
-
-    measurement = measure_callable(lambda: time.sleep(0.002), MeasureConfig(warmup_s=0.0, min_iterations=12, min_seconds=0.0))
-    assert measurement.stats.count >= 12
-    assert measurement.stats.min_ms >= 2.0  # the sleep is inside the timed region
+    clock = FakeClock()
+    measurement = measure_callable(clock.work(0.002), MeasureConfig(warmup_s=0.0, min_iterations=12, min_seconds=0.0), clock=clock)
+    assert measurement.stats.count == 12  # 3 windows of 4 calls: exactly the minimum
+    assert measurement.stats.min_ms == pytest.approx(2.0) and measurement.stats.max_ms == pytest.approx(2.0)
 
 
 def test_unstable_run_measures_extra_windows_then_gives_up() -> None:
-    import time
+    clock = FakeClock()
+    durations = iter([0.001] + [0.001] * 2 + [0.02] * 3 + [0.001] * 100)  # one warm-up call, then one call per window
 
-    durations = iter([0.001] * 3 + [0.02] * 3 + [0.001] * 3 + [0.02] * 3 + [0.001] * 100)
+    def call() -> None:
+        clock.now += next(durations)
+
     measurement = measure_callable(
-        lambda: time.sleep(next(durations)),
-        MeasureConfig(warmup_s=0.0, min_iterations=3, min_seconds=0.0, windows=3, max_extra_windows=1, window_tolerance=0.05),
+        call, MeasureConfig(warmup_s=0.0, min_iterations=3, min_seconds=0.0, windows=3, max_extra_windows=1, window_tolerance=0.05),
+        clock=clock,
     )
-    # warm-up takes one call; then windows of one call each: fast, fast, slow (disagree), slow: give up
+    # windows of one call each: fast, fast, slow (disagree), slow (still disagree): 3 + 1 extra, then it gives up
     assert not measurement.stable
     assert measurement.stability.windows_measured == 4
+    assert [w.median_ms for w in measurement.stability.windows] == pytest.approx([1.0, 20.0, 20.0])
     assert measurement.warnings and "unstable" in measurement.warnings[0]
 
 
 def test_max_seconds_cuts_a_run_short() -> None:
-    import time
-
-    measurement = measure_callable(lambda: time.sleep(0.01), MeasureConfig(warmup_s=0.0, min_iterations=1000, min_seconds=0.0, max_seconds=0.05))
-    assert measurement.stats.count < 1000
+    clock = FakeClock()
+    measurement = measure_callable(clock.work(0.01), MeasureConfig(warmup_s=0.0, min_iterations=1000, min_seconds=0.0, max_seconds=0.05),
+                                   clock=clock)
+    assert measurement.stats.count == 5  # 0.05 s of 10 ms calls, then the hard stop
     assert any("cut the run short" in w for w in measurement.warnings)
+
+
+def test_interleaved_rounds_rotate_and_pair_the_figures() -> None:
+    clock = FakeClock()
+    calls: list[str] = []
+
+    def work(name: str, seconds: float):
+        def call() -> None:
+            calls.append(name)
+            clock.now += seconds
+        return call
+
+    config = MeasureConfig(warmup_s=0.0, min_iterations=6, min_seconds=0.0, rounds=3)
+    pauses: list[float] = []
+    result = measure_interleaved({"a": work("a", 0.001), "b": work("b", 0.002)}, config, clock=clock, sleep=pauses.append)
+    assert pauses == [config.settle_s] * 6  # before every block: the other runtime's threads go idle
+    # warm-up a, b; then each round: every contender once untimed + 2 timed calls, the order rotating
+    assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert result.round_medians_ms["a"] == pytest.approx([1.0] * 3) and result.round_medians_ms["b"] == pytest.approx([2.0] * 3)
+    assert result.measurements["b"].stats.count == 6
+    ratio = rounds_ratio(result.round_medians_ms["a"], result.round_medians_ms["b"])
+    assert ratio.ratio == pytest.approx(2.0) and ratio.method == "interleaved-rounds" and ratio.rounds == 3
+
+
+def test_rounds_ratio_is_the_median_of_per_round_ratios() -> None:
+    """A slow phase of a shared machine hits both sides of a round: per-round ratios cancel it, medians do not."""
+    a = [1.0, 1.0, 3.0, 1.0, 1.0]  # round 3 ran while the machine was busy...
+    b = [2.0, 2.0, 6.0, 2.0, 2.0]  # ...for both
+    comp = rounds_ratio(a, b, resamples=500)
+    assert comp.ratio == 2.0 and comp.ci_low == comp.ci_high == 2.0 and comp.verdict == "slower"
+    with pytest.raises(UsageError):
+        rounds_ratio([1.0, 2.0], [1.0])
 
 
 def test_concurrency_runs_in_several_threads() -> None:

@@ -1,107 +1,17 @@
-"""Tiny real models for the optimize tests, written once per session as a factory module on sys.path."""
+"""Tiny real models for the optimize tests, written once per session as a factory module on sys.path.
+
+The ``cli`` fixture is the one of tests/conftest.py (stdout is not a terminal there: tables are tab-separated)."""
 
 from __future__ import annotations
 
 import sys
-import textwrap
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-FACTORY_MODULE = "mlserve_optimize_test_models"
-
-MODELS_SOURCE = textwrap.dedent(
-    '''
-    import torch
-    from torch import nn
-
-
-    def mlp():
-        torch.manual_seed(0)
-        net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 5))
-        return net.eval(), (torch.randn(1, 32),)
-
-
-    class TinyCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers, channels = [], 3
-            for out in (8, 16, 16):
-                layers += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
-                channels = out
-            self.features = nn.Sequential(*layers)
-            self.head = nn.Linear(16, 4)
-
-        def forward(self, image):
-            return self.head(self.features(image).mean(dim=(2, 3)))
-
-
-    def cnn():
-        torch.manual_seed(0)
-        net = TinyCNN()
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):  # non-trivial statistics so folding BN matters
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-        return net.eval(), (torch.randn(1, 3, 16, 16),)
-
-
-    class TinyEncoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, dropout=0.0, batch_first=True)
-            self.encoder = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
-            self.head = nn.Linear(16, 3)
-
-        def forward(self, tokens):
-            return self.head(self.encoder(tokens).mean(dim=1))
-
-
-    def encoder():
-        torch.manual_seed(0)
-        return TinyEncoder().eval(), (torch.randn(1, 8, 16),)
-
-
-    class Branchy(nn.Module):
-        def forward(self, x):
-            if x.sum() > 0:  # data-dependent branch: torch.export refuses it, tracing bakes in one side
-                return x * 2
-            return x - 1
-
-
-    def branchy():
-        return Branchy(), (torch.randn(1, 4),)
-
-
-    def not_a_model():
-        return 42
-
-
-    def raises():
-        raise RuntimeError("weights file missing")
-
-
-    class BatchOfOne(nn.Module):
-        """Computes something else at batch 1; the dynamo exporter keeps only the batch > 1 branch."""
-
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(8, 3)
-
-        def forward(self, x):
-            h = self.linear(x)
-            if h.shape[0] == 1:
-                return h * 0.0
-            return h
-
-
-    def batch_of_one():
-        torch.manual_seed(0)
-        return BatchOfOne().eval(), (torch.randn(2, 8),)
-    '''
-)
+from helpers.optimize_models import FACTORY_MODULE, MODELS_SOURCE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -168,21 +78,3 @@ def sklearn_joblib(model_dir: Path) -> Path:
     path = model_dir / "clf.joblib"
     joblib.dump(clf, path)
     return path
-
-
-@pytest.fixture()
-def cli(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Run ``mlserve ...`` in-process; returns the click Result."""
-    from typer.testing import CliRunner
-
-    from mlserve.cli.app import app
-
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setenv("COLUMNS", "120")
-    monkeypatch.setenv("MLSERVE_NO_PROGRESS", "1")
-    runner = CliRunner()
-
-    def run(*args: str) -> Any:
-        return runner.invoke(app, [str(a) for a in args])
-
-    return run

@@ -7,14 +7,8 @@ import pytest
 
 from mlserve.errors import UsageError
 from mlserve.optimize.parity import check_parity, compare_output
-from mlserve.optimize.specs import (
-    DEFAULT_TOLERANCES,
-    ToleranceOverride,
-    parse_input_spec,
-    parse_tolerance,
-    parse_variants,
-    tolerance_for,
-)
+from mlserve.inputs import parse_input as parse_input_spec
+from mlserve.optimize.specs import DEFAULT_TOLERANCES, ToleranceOverride, parse_tolerance, parse_variants, tolerance_for
 
 
 def test_input_spec_keeps_batch_dynamic_unless_pinned() -> None:
@@ -107,7 +101,7 @@ def test_shape_mismatch_and_missing_output_fail() -> None:
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlserve.optimize.specs import DTYPES
+from mlserve.inputs import DTYPES
 
 
 @given(

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mlserve.errors import CapabilityUnavailableError, ParityError
-from mlserve.optimize import OptimizeOptions, optimize, parse_input_spec
+from mlserve.optimize import OptimizeOptions, optimize
+from mlserve.inputs import parse_input as parse_input_spec
 from mlserve.optimize.tensorrt import tensorrt_unavailable_reason
 
 FACTORY = "mlserve_optimize_test_models"
@@ -61,7 +62,7 @@ def test_cnn_static_int8_calibrated_on_user_data(model_dir: Path, tmp_path: Path
     assert got["int8-static"].recipe["calibration"]["origin"] == "user data"
     assert got["int8-static"].recipe["calibration"]["batches"] == 12
     assert got["int8-static"].parity.user_samples == 12  # a batch of 8 and a final partial batch of 4: no row dropped
-    assert got["int8-static"].parity.samples == 2 * 8 + 1 + 3 + 12  # random batches, batches of 1 and 3, user rows
+    assert got["int8-static"].parity.samples == 4 * 8 + 1 + 3 + 12  # random batches (32 rows at least), batches of 1 and 3, user rows
     assert not any("generated random data" in w for w in result.warnings)
 
 
@@ -170,7 +171,7 @@ def test_onnx_source_with_external_weights_and_an_unknown_sequence_length(factor
     assert (tmp_path / "encoder.weights").stat().st_size > 1000
     with pytest.raises(UsageError, match="unknown size at axis 1") as caught:
         optimize(str(path), OptimizeOptions(variants=["fp32"], benchmark=False))
-    assert str(caught.value).endswith("(give its size with --input tokens:1xSIZEx16:float32)")
+    assert str(caught.value).endswith("(give its size with --input tokens:Nx<seq>x16:float32, a number in place of each <...> (N: the batch size))")
     result = optimize(str(path), OptimizeOptions(variants=["fp32"], benchmark=False, inputs=[parse_input_spec("tokens:1x8x16")]))
     assert result.source.inputs[0].describe() == "tokens:Nx8x16:float32"
     assert result.candidates[0].verdict == "chosen" and result.candidates[0].parity.outputs[0].max_abs_err < 1e-4

@@ -1,77 +1,28 @@
 """Backends that run a model: a session is built once, outside the timed region, then called.
 
-``make_runner(backend, model, inputs)`` returns a :class:`Runner` whose ``call()`` runs one inference
-on the prepared inputs. Every backend receives the same arrays from :func:`make_inputs`, so their
-figures are comparable. Backends that need hardware we do not have raise
-:class:`~mlserve.errors.CapabilityUnavailableError` (exit code 7) before doing any work.
+Each backend is one class, registered by name in :data:`REGISTRY` (``@register``): it says which model
+kinds it runs, whether it can run here, and builds a :class:`Runner` whose ``call()`` runs one
+inference on the prepared inputs. Adding a backend is one class in this module. Every backend
+receives the same arrays (``mlserve.inputs.make_feeds``), so their figures are comparable. Backends
+that need hardware we do not have raise :class:`~mlserve.errors.CapabilityUnavailableError` (exit
+code 7) before doing any work.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
-from pydantic import BaseModel
 
 from mlserve._deps import require
 from mlserve.errors import CapabilityUnavailableError, NotFoundError, UsageError
+from mlserve.inputs import InputSpec, make_feeds, onnx_inputs
 
-BACKENDS: dict[str, str] = {
-    "ort-cpu": "ONNX Runtime, CPUExecutionProvider",
-    "ort-cuda": "ONNX Runtime, CUDAExecutionProvider",
-    "ort-trt": "ONNX Runtime, TensorrtExecutionProvider",
-    "tensorrt": "a TensorRT engine built from the ONNX file (TensorRT 10+)",
-    "torch": "PyTorch eager (TorchScript .pt, torch.export .pt2 or an nn.Module)",
-    "torch-compile": "torch.compile of the same module (compiled before timing)",
-}
-ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
-TORCH_BACKENDS = ("torch", "torch-compile")
-ENGINE_BACKENDS = ("tensorrt",)
 ENGINE_SUFFIXES = (".engine", ".plan")
-
-DTYPES: dict[str, str] = {
-    "float32": "float32", "float": "float32", "fp32": "float32",
-    "float16": "float16", "half": "float16", "fp16": "float16",
-    "float64": "float64", "double": "float64",
-    "int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8",
-    "bool": "bool",
-}
-_ONNX_ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
-
-
-class InputSpec(BaseModel):
-    """A model input: ``shape`` entries are ints, or None/a name for a dynamic dimension."""
-
-    name: str
-    shape: list[int | str | None]
-    dtype: str
-
-
-def parse_input_override(text: str) -> InputSpec:
-    """``name:1x3x224x224:float32`` (dtype optional, default float32) -> InputSpec.
-
-    ``N`` as the first dimension (``x:Nx32``) stands for the batch size of each run, as in ``optimize --input``."""
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0]:
-        raise UsageError(f"bad --input {text!r}: expected NAME:DIMS[:DTYPE], e.g. input:1x3x224x224:float32")
-    name, dims = parts[0], parts[1]
-    dtype = DTYPES.get(parts[2].lower()) if len(parts) == 3 else "float32"
-    if dtype is None:
-        raise UsageError(f"bad --input {text!r}: unknown dtype {parts[2]!r} (one of {', '.join(sorted(set(DTYPES.values())))})")
-    if not re.fullmatch(r"(\d+|N)(x\d+)*", dims):
-        if re.fullmatch(r"(\d+|N)(x(\d+|N))*", dims):
-            raise UsageError(f"bad --input {text!r}: only the first (batch) dimension may be N; give the others as numbers")
-        raise UsageError(f"bad --input {text!r}: dimensions must be positive integers joined by 'x' (the first may be N"
-                         " for the batch size), e.g. 1x3x224x224 or Nx3x224x224")
-    shape: list[int | str | None] = [None if d == "N" else int(d) for d in dims.split("x")]
-    if any(isinstance(d, int) and d <= 0 for d in shape):
-        raise UsageError(f"bad --input {text!r}: dimensions must be positive")
-    return InputSpec(name=name, shape=shape, dtype=dtype)
 
 
 def onnx_input_specs(path: Path) -> list[InputSpec]:
@@ -81,73 +32,18 @@ def onnx_input_specs(path: Path) -> list[InputSpec]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
         raise UsageError(f"{path} is not a readable ONNX model: {exc}") from exc
-    initializers = {init.name for init in model.graph.initializer}
-    specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor = value.type.tensor_type
-        dtype = _ONNX_ELEM.get(tensor.elem_type)
-        if dtype is None:
-            raise UsageError(f"{path}: input {value.name!r} has an element type mlserve cannot generate data for ({tensor.elem_type})")
-        shape: list[int | str | None] = []
-        for dim in tensor.shape.dim:
-            if dim.HasField("dim_value") and dim.dim_value > 0:
-                shape.append(int(dim.dim_value))
-            else:
-                shape.append(dim.dim_param or None)
-        specs.append(InputSpec(name=value.name, shape=shape, dtype=dtype))
+    specs = onnx_inputs(model)
+    for spec in specs:
+        if spec.dtype.startswith("onnx-type"):
+            raise UsageError(f"{path}: input {spec.name!r} has an element type mlserve cannot generate data for ({spec.dtype})")
     return specs
 
 
-def resolve_specs(declared: list[InputSpec], overrides: list[InputSpec]) -> list[InputSpec]:
-    """Declared inputs with ``--input`` overrides applied (an override may also name a new input)."""
-    by_name = {o.name: o for o in overrides}
-    out = [by_name.pop(spec.name, spec) for spec in declared]
-    if declared and by_name:
-        raise UsageError(
-            f"--input names {', '.join(sorted(by_name))} but the model's inputs are {', '.join(s.name for s in declared)}"
-        )
-    return out + list(by_name.values())
-
-
-def concrete_shape(spec: InputSpec, batch_size: int | None) -> tuple[int, ...]:
-    """The shape to generate: a dynamic first dimension becomes the batch size; others must be known."""
-    shape: list[int] = []
-    for i, dim in enumerate(spec.shape):
-        if isinstance(dim, int):
-            if i == 0 and batch_size is not None and dim != batch_size and len(spec.shape) > 1:
-                raise UsageError(
-                    f"input {spec.name!r} has a fixed batch dimension of {dim}; cannot run batch size {batch_size}"
-                    f" (use --batch-size {dim} or export the model with a dynamic batch)"
-                )
-            shape.append(dim)
-        elif i == 0:
-            shape.append(batch_size or 1)
-        else:
-            example = "x".join(str(d) if isinstance(d, int) else "N" if j == 0 else f"<{d or f'dim{j}'}>" for j, d in enumerate(spec.shape))
-            raise UsageError(
-                f"input {spec.name!r} has a dynamic dimension {i} ({dim or '?'}); give its size with"
-                f" --input {spec.name}:{example}:{spec.dtype}, a number in place of each <...> (N: the batch size)"
-            )
-    return tuple(shape)
-
-
 def make_inputs(specs: list[InputSpec], batch_size: int | None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random arrays for ``specs``: floats ~ N(0, 1); integers in {0, 1} (valid ids and masks)."""
+    """Seeded example arrays for ``specs`` (``mlserve.inputs.make_feeds``): a dynamic batch becomes ``batch_size``."""
     if not specs:
         raise UsageError("the model declares no inputs; describe them with --input NAME:DIMS:DTYPE")
-    rng = np.random.default_rng(seed)
-    arrays: dict[str, np.ndarray] = {}
-    for spec in specs:
-        shape = concrete_shape(spec, batch_size)
-        if spec.dtype.startswith("float"):
-            arrays[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype)
-        elif spec.dtype == "bool":
-            arrays[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            arrays[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
-    return arrays
+    return make_feeds(specs, batch=batch_size, seed=seed)
 
 
 @dataclass
@@ -162,39 +58,47 @@ class Runner:
     close: Callable[[], None] = lambda: None
 
 
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
+class Backend:
+    """One way of running a model. Subclasses set the class attributes and implement ``available`` and ``runner``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]] = ()
+    """Model kinds it runs: onnx, torchscript, torch-export, module, tensorrt-engine."""
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def runner(self, model: Any, inputs: dict[str, np.ndarray], threads: int | None) -> Runner:
+        raise NotImplementedError
 
 
-def _ort_providers() -> list[str]:
-    ort = require("onnxruntime", purpose="ONNX Runtime backends")
-    return list(ort.get_available_providers())
+REGISTRY: dict[str, Backend] = {}
+"""Backend name -> implementation, in the order of registration (the first for a kind is its default)."""
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"unknown backend {name!r}: choose from {', '.join(REGISTRY)}") from None
+
+
+def backends_for_kind(kind: str) -> list[str]:
+    """The backends that run this kind of model file; the first is the default."""
+    return [name for name, b in REGISTRY.items() if kind in b.kinds]
 
 
 def backend_available(backend: str) -> tuple[bool, str]:
     """Whether ``backend`` can run here, and why not."""
-    _check_backend(backend)
+    impl = get_backend(backend)
     try:
-        if backend == "ort-cpu":
-            ok = "CPUExecutionProvider" in _ort_providers()
-            return ok, "" if ok else "onnxruntime has no CPUExecutionProvider"
-        if backend == "ort-cuda":
-            ok = "CUDAExecutionProvider" in _ort_providers()
-            return ok, "" if ok else "onnxruntime has no CUDAExecutionProvider here (needs an NVIDIA GPU and onnxruntime-gpu)"
-        if backend == "ort-trt":
-            ok = "TensorrtExecutionProvider" in _ort_providers()
-            return ok, "" if ok else "onnxruntime has no TensorrtExecutionProvider here (needs a GPU, TensorRT and onnxruntime-gpu)"
-        if backend == "tensorrt":
-            try:
-                import tensorrt  # noqa: F401
-            except ImportError:
-                return False, "tensorrt is not installed (pip install 'mlserve[tensorrt]'; needs an NVIDIA GPU)"
-            torch = require("torch", purpose="CUDA buffers for TensorRT")
-            ok = bool(torch.cuda.is_available())
-            return ok, "" if ok else "no CUDA device is visible to PyTorch"
-        require("torch", purpose=f"the {backend} backend")
-        return True, ""
+        return impl.available()
     except Exception as exc:  # noqa: BLE001 - a missing dependency means "not available"
         return False, str(exc)
 
@@ -210,7 +114,7 @@ def make_runner(backend: str, model: Any, inputs: dict[str, np.ndarray], *, thre
     a ``torch.export`` ``.pt2`` or an ``nn.Module`` for torch/torch-compile (inputs passed
     positionally in the order of ``inputs``). ``threads`` sets intra-op threads (None: the library's default).
     """
-    _check_backend(backend)
+    impl = get_backend(backend)
     ok, why = backend_available(backend)
     if not ok:
         raise _unavailable(backend, why)
@@ -218,26 +122,108 @@ def make_runner(backend: str, model: Any, inputs: dict[str, np.ndarray], *, thre
         model = Path(model)
         if not model.exists():
             raise NotFoundError(f"model file not found: {model}")
-    if backend in ("ort-cpu", "ort-cuda", "ort-trt"):
-        return _ort_runner(backend, model, inputs, threads)
-    if backend == "tensorrt":
+    return impl.runner(model, inputs, threads)
+
+
+def _ort_providers() -> list[str]:
+    ort = require("onnxruntime", purpose="ONNX Runtime backends")
+    return list(ort.get_available_providers())
+
+
+class _OrtBackend(Backend):
+    provider: ClassVar[str]
+    kinds = ("onnx",)
+    missing: ClassVar[str]
+
+    def available(self) -> tuple[bool, str]:
+        ok = self.provider in _ort_providers()
+        return ok, "" if ok else self.missing
+
+    def runner(self, model: Any, inputs: dict[str, np.ndarray], threads: int | None) -> Runner:
+        return _ort_runner(self.name, self.provider, model, inputs, threads)
+
+
+@register
+class OrtCpu(_OrtBackend):
+    name = "ort-cpu"
+    description = "ONNX Runtime, CPUExecutionProvider"
+    provider = "CPUExecutionProvider"
+    missing = "onnxruntime has no CPUExecutionProvider"
+
+
+@register
+class OrtCuda(_OrtBackend):
+    name = "ort-cuda"
+    description = "ONNX Runtime, CUDAExecutionProvider"
+    provider = "CUDAExecutionProvider"
+    missing = "onnxruntime has no CUDAExecutionProvider here (needs an NVIDIA GPU and onnxruntime-gpu)"
+
+
+@register
+class OrtTrt(_OrtBackend):
+    name = "ort-trt"
+    description = "ONNX Runtime, TensorrtExecutionProvider"
+    provider = "TensorrtExecutionProvider"
+    missing = "onnxruntime has no TensorrtExecutionProvider here (needs a GPU, TensorRT and onnxruntime-gpu)"
+
+
+@register
+class TensorRT(Backend):
+    name = "tensorrt"
+    description = "a TensorRT engine built from the ONNX file (TensorRT 10+)"
+    kinds = ("onnx", "tensorrt-engine")
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return False, "tensorrt is not installed (pip install 'mlserve[tensorrt]'; needs an NVIDIA GPU)"
+        torch = require("torch", purpose="CUDA buffers for TensorRT")
+        ok = bool(torch.cuda.is_available())
+        return ok, "" if ok else "no CUDA device is visible to PyTorch"
+
+    def runner(self, model: Any, inputs: dict[str, np.ndarray], threads: int | None) -> Runner:
         return _tensorrt_runner(model, inputs)
-    return _torch_runner(backend, model, inputs, threads)
 
 
-_ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}
+class _TorchBackend(Backend):
+    kinds = ("torchscript", "torch-export", "module")
+    compile: ClassVar[bool] = False
+
+    def available(self) -> tuple[bool, str]:
+        require("torch", purpose=f"the {self.name} backend")
+        return True, ""
+
+    def runner(self, model: Any, inputs: dict[str, np.ndarray], threads: int | None) -> Runner:
+        return _torch_runner(self.name, model, inputs, threads, compile=self.compile)
 
 
-def _ort_runner(backend: str, model: Any, inputs: dict[str, np.ndarray], threads: int | None) -> Runner:
+@register
+class Torch(_TorchBackend):
+    name = "torch"
+    description = "PyTorch eager (TorchScript .pt, torch.export .pt2 or an nn.Module)"
+
+
+@register
+class TorchCompile(_TorchBackend):
+    name = "torch-compile"
+    description = "torch.compile of the same module (compiled before timing)"
+    compile = True
+
+
+BACKENDS: dict[str, str] = {name: b.description for name, b in REGISTRY.items()}
+"""Name -> description of every registered backend (for help texts)."""
+
+
+def _ort_runner(backend: str, provider: str, model: Any, inputs: dict[str, np.ndarray], threads: int | None) -> Runner:
     ort = require("onnxruntime", purpose="ONNX Runtime backends")
     if not isinstance(model, Path):
         raise UsageError(f"backend {backend} needs an ONNX file, got {type(model).__name__}")
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures come back as exceptions; ORT's own log lines stay off stderr
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    provider = _ORT_PROVIDER[backend]
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
@@ -286,21 +272,23 @@ def _load_torch_module(torch: Any, model: Any) -> Any:
         ) from exc
 
 
-def _torch_runner(backend: str, model: Any, inputs: dict[str, np.ndarray], threads: int | None) -> Runner:
+def _torch_runner(backend: str, model: Any, inputs: dict[str, np.ndarray], threads: int | None, *, compile: bool = False) -> Runner:
     torch = require("torch", purpose=f"the {backend} backend")
     if threads:
         torch.set_num_threads(threads)
     module = _load_torch_module(torch, model)
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs.values())
-    if backend == "torch-compile":
+    if compile:
         if shutil.which("cc") is None and shutil.which("gcc") is None:
             raise _unavailable(backend, "torch.compile needs a C compiler (cc/gcc) on this machine")
         with warnings.catch_warnings():  # importing dynamo warns about torch's own deprecated APIs
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.compile(module)
     inference_mode = torch.inference_mode
+    set_threads, wanted = torch.set_num_threads, threads or torch.get_num_threads()
 
     def call() -> object:
+        set_threads(wanted)  # process-wide: runs interleaved with other torch runs keep their own count
         with inference_mode():
             return module(*args)
 

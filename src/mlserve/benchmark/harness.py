@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from mlserve.errors import UsageError
 from mlserve.progress import NULL_PROGRESS, Progress
 
-_clock = time.perf_counter
+_clock = time.perf_counter  # the threaded loop's clock (the sequential loops take theirs as an argument)
 
 
 class MeasureConfig(BaseModel):
@@ -39,6 +39,8 @@ class MeasureConfig(BaseModel):
     window_tolerance: float = Field(0.10, gt=0, description="windows agree when each is within this fraction of their mean")
     max_extra_windows: int = Field(3, ge=0, description="extra windows measured while the run is unstable")
     max_cv: float | None = Field(None, gt=0, description="also call the run unstable when the coefficient of variation exceeds this")
+    rounds: int = Field(10, ge=1, description="interleaved rounds when several runs are compared (A B A B ...)")
+    settle_s: float = Field(0.05, ge=0, description="pause before each interleaved block: the previous runtime's spinning threads go idle")
 
 
 class LatencyStats(BaseModel):
@@ -88,7 +90,11 @@ class Measurement(BaseModel):
 
 
 class Comparison(BaseModel):
-    """``ratio`` is median(b) / median(a): above 1 means b is slower than a."""
+    """``ratio`` is b's latency over a's: above 1 means b is slower than a.
+
+    ``method`` says how: "interleaved-rounds" (a and b measured in alternating rounds; the ratio is the
+    median of the per-round ratios of medians, the interval a bootstrap over rounds) or "medians" (two
+    separate measurements; ratio of medians, each sample resampled on its own)."""
 
     ratio: float
     ci_low: float
@@ -96,6 +102,8 @@ class Comparison(BaseModel):
     confidence: float
     resamples: int
     verdict: str = Field(description="'slower', 'faster' or 'same' (the interval contains 1)")
+    method: str = "medians"
+    rounds: int | None = None
 
     @property
     def speedup(self) -> float:
@@ -179,11 +187,11 @@ class _Window:
         )
 
 
-def _sequential_window(fn: Callable[[], object], start: float, min_count: int, min_s: float, hard_stop: float) -> _Window:
+def _sequential_window(fn: Callable[[], object], start: float, min_count: int, min_s: float, hard_stop: float,
+                       clock: Callable[[], float] = time.perf_counter) -> _Window:
     window = _Window(start)
     samples = window.samples
     append = samples.append
-    clock = _clock
     until = start + min_s
     end = start
     while True:
@@ -236,34 +244,40 @@ class _Workers:
             t.join()
 
 
-def measure_callable(fn: Callable[[], object], config: MeasureConfig | None = None, *, progress: Progress = NULL_PROGRESS, label: str = "measuring") -> Measurement:
-    """Warm ``fn`` up, time it until the config's minimums are met and the windows agree, summarise."""
+def measure_callable(fn: Callable[[], object], config: MeasureConfig | None = None, *, progress: Progress = NULL_PROGRESS,
+                     label: str = "measuring", clock: Callable[[], float] = time.perf_counter) -> Measurement:
+    """Warm ``fn`` up, time it until the config's minimums are met and the windows agree, summarise.
+
+    ``clock`` is the time source (seconds); tests inject one that the callable itself advances."""
     config = config or MeasureConfig()
     per_window_n = max(1, math.ceil(config.min_iterations / config.windows))
     per_window_s = config.min_seconds / config.windows
     max_windows = config.windows + config.max_extra_windows
     with progress.task(label, total=float(config.windows)) as task:
         if config.concurrency == 1:
-            windows, warm_n = _measure_sequential(fn, config, per_window_n, per_window_s, max_windows, task)
+            windows, warm_n = _measure_sequential(fn, config, per_window_n, per_window_s, max_windows, task, clock)
         else:
             windows, warm_n = _measure_threaded(fn, config, per_window_n, per_window_s, max_windows, task)
     return _summarise(windows, warm_n, config)
 
 
-def _measure_sequential(fn, config, per_window_n, per_window_s, max_windows, task):  # type: ignore[no-untyped-def]
-    warm_n = 0
-    start = _clock()
-    warm_until = start + config.warmup_s
+def _warm_up(fn: Callable[[], object], seconds: float, clock: Callable[[], float], minimum: int = 1) -> int:
+    count = 0
+    until = clock() + seconds
     while True:
         fn()
-        warm_n += 1
-        if _clock() >= warm_until:
-            break
-    begin = _clock()
+        count += 1
+        if count >= minimum and clock() >= until:
+            return count
+
+
+def _measure_sequential(fn, config, per_window_n, per_window_s, max_windows, task, clock=time.perf_counter):  # type: ignore[no-untyped-def]
+    warm_n = _warm_up(fn, config.warmup_s, clock)
+    begin = clock()
     hard_stop = begin + config.max_seconds if config.max_seconds else math.inf
     windows: list[_Window] = []
     while True:
-        window = _sequential_window(fn, _clock(), per_window_n, per_window_s, hard_stop)
+        window = _sequential_window(fn, clock(), per_window_n, per_window_s, hard_stop, clock)
         windows.append(window)
         task.update(completed=float(min(len(windows), config.windows)))
         if _done(windows, config, max_windows, hard_stop):
@@ -401,3 +415,88 @@ def compare(a: Measurement, b: Measurement, *, confidence: float = 0.95, resampl
     ratio, low, high = bootstrap_ratio_ci(a.stats.samples_ms, b.stats.samples_ms, confidence=confidence, resamples=resamples, seed=seed)
     verdict = "slower" if low > 1 else "faster" if high < 1 else "same"
     return Comparison(ratio=ratio, ci_low=low, ci_high=high, confidence=confidence, resamples=resamples, verdict=verdict)
+
+
+# ------------------------------------------------------------------ interleaved rounds
+
+
+class Interleaved(BaseModel):
+    """Several callables measured in alternating rounds: every round times each of them once, in a rotating order."""
+
+    names: list[str]
+    measurements: dict[str, Measurement]
+    round_medians_ms: dict[str, list[float]] = Field(description="per contender, its median latency in each round")
+    rounds: int
+
+
+def measure_interleaved(
+    calls: dict[str, Callable[[], object]],
+    config: MeasureConfig | None = None,
+    *,
+    progress: Progress = NULL_PROGRESS,
+    label: str = "measuring",
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Interleaved:
+    """Time every callable in ``config.rounds`` rounds, A B C, B C A, C A B ...: slow phases of a shared
+    machine then hit every contender alike, and each round yields one ratio per pair.
+
+    Each contender is warmed up for ``warmup_s`` first; each of its blocks starts with one untimed call
+    (it absorbs what the previous contender left behind: caches, another runtime's spinning threads) and
+    then makes at least ``min_iterations / rounds`` calls lasting ``min_seconds / rounds``. Before each block the
+    harness pauses ``settle_s``: ONNX Runtime's and OpenMP's worker threads spin for a while after a call, and in
+    one process they would slow the next contender down (a PyTorch source after an ORT candidate). Stability is
+    judged, per contender, on its last ``windows`` rounds, as for a single run."""
+    config = config or MeasureConfig()
+    if config.concurrency != 1:
+        raise UsageError("interleaved rounds measure one stream at a time (concurrency 1)")
+    names = list(calls)
+    per_n = max(1, math.ceil(config.min_iterations / config.rounds))
+    per_s = config.min_seconds / config.rounds
+    warm = {name: _warm_up(calls[name], config.warmup_s, clock) for name in names}
+    windows: dict[str, list[_Window]] = {name: [] for name in names}
+    with progress.task(label, total=float(config.rounds)) as task:
+        for r in range(config.rounds):
+            order = names[r % len(names):] + names[: r % len(names)]
+            for name in order:
+                fn = calls[name]
+                if config.settle_s:
+                    sleep(config.settle_s)
+                fn()  # untimed
+                windows[name].append(_sequential_window(fn, clock(), per_n, per_s, math.inf, clock))
+            task.update(completed=float(r + 1))
+    stable_config = config.model_copy(update={"windows": min(config.windows, config.rounds)})
+    measurements = {}
+    for name in names:
+        wins = windows[name]
+        samples_ms = np.concatenate([np.asarray(w.samples, dtype=np.float64) for w in wins]) * 1e3
+        stats = latency_stats(samples_ms, sum(w.end - w.start for w in wins))
+        stability = judge_stability([w.figures() for w in wins][-stable_config.windows:], stats.cv, stable_config, len(wins))
+        warnings = [] if stability.stable else [f"unstable measurement over {len(wins)} rounds: {stability.reason}"]
+        measurements[name] = Measurement(stats=stats, stable=stability.stable, stability=stability, warmup_iterations=warm[name],
+                                         concurrency=1, warnings=warnings)
+    medians = {name: [float(np.median(w.samples)) * 1e3 for w in windows[name]] for name in names}
+    return Interleaved(names=names, measurements=measurements, round_medians_ms=medians, rounds=config.rounds)
+
+
+def rounds_ratio(a_ms: list[float], b_ms: list[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> Comparison:
+    """b over a from paired rounds: the median of the per-round ratios b_r / a_r, with a percentile
+    bootstrap interval over rounds (rounds resampled with replacement)."""
+    a = np.asarray(a_ms, dtype=np.float64)
+    b = np.asarray(b_ms, dtype=np.float64)
+    if a.size == 0 or a.size != b.size:
+        raise UsageError("cannot compare rounds: both sides need the same, non-zero number of rounds")
+    if not 0 < confidence < 1:
+        raise UsageError(f"confidence must be between 0 and 1, got {confidence}")
+    if a.min() <= 0 or b.min() <= 0:
+        raise UsageError("cannot form a latency ratio from rounds whose median is zero or negative")
+    ratios = b / a
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, ratios.size, size=(resamples, ratios.size))
+    boot = np.median(ratios[picks], axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    ratio = float(np.median(ratios))
+    verdict = "slower" if low > 1 else "faster" if high < 1 else "same"
+    return Comparison(ratio=ratio, ci_low=float(low), ci_high=float(high), confidence=confidence, resamples=resamples,
+                      verdict=verdict, method="interleaved-rounds", rounds=int(ratios.size))

@@ -18,8 +18,19 @@ from pydantic import BaseModel, Field
 from mlserve._deps import require
 from mlserve.benchmark import backends as bk
 from mlserve.benchmark.fingerprint import Fingerprint, collect
-from mlserve.benchmark.harness import Comparison, LatencyStats, MeasureConfig, Measurement, Stability, compare, measure_callable
+from mlserve.benchmark.harness import (
+    Comparison,
+    LatencyStats,
+    MeasureConfig,
+    Measurement,
+    Stability,
+    compare,
+    measure_callable,
+    measure_interleaved,
+    rounds_ratio,
+)
 from mlserve.errors import CapabilityUnavailableError, GateFailedError, NotFoundError, UsageError
+from mlserve.inputs import InputSpec, batch_axis, parse_inputs, resolve
 from mlserve.progress import NULL_PROGRESS, Progress
 
 MODEL_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript", ".jit": "torchscript", ".pt2": "torch-export",
@@ -41,14 +52,15 @@ class BenchmarkRequest(BaseModel):
     batch_sizes: list[int] | None = Field(None, description="None: the model's fixed batch, else 1")
     concurrency: list[int] = Field(default_factory=lambda: [1])
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
-    inputs: list[str] = Field(default_factory=list, description="NAME:DIMS[:DTYPE] overrides")
+    inputs: list[str] = Field(default_factory=list, description="--input values (mlserve.inputs grammar)")
     seed: int = 0
-    threads: int | None = Field(None, description="intra-op threads per session (None: the runtime's default)")
+    threads: list[int] = Field(default_factory=list, description="intra-op thread counts; every run is measured at each (empty: the usable cores)")
     fail_if_slower_than: str | None = Field(None, description="REF:PCT")
     fail_unstable: bool = False
     confidence: float = 0.95
     resamples: int = 2000
     csv_path: Path | None = None
+    samples_csv_path: Path | None = Field(None, description="every latency sample, one CSV line each")
     plot_path: Path | None = None
     record: str | None = Field(None, description="NAME:VERSION to record the first model's figures on")
     registry: Path | None = None
@@ -79,8 +91,9 @@ class ResultRow(BaseModel):
     items_per_s: float
     stable: bool
     stability: Stability
-    vs_first: Comparison | None = Field(None, description="median ratio against the first row with the same batch and concurrency")
+    vs_first: Comparison | None = Field(None, description="latency ratio against the first row with the same batch, concurrency and threads")
     baseline: str | None = None
+    rounds_ms: list[float] = Field(default_factory=list, description="median latency in each interleaved round (empty: measured alone)")
 
 
 class SkippedRun(BaseModel):
@@ -121,7 +134,9 @@ class BenchmarkReport(BaseModel):
     gate: GateResult | None = None
     recorded: str | None = None
     csv_path: str | None = None
+    samples_csv_path: str | None = None
     plot_path: str | None = None
+    measurement: str = Field("", description="how the runs were measured and compared")
     failures: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 
@@ -225,27 +240,27 @@ def resolve_source(text: str, request: BenchmarkRequest) -> ModelSource:
 
 def _backends_for(source: ModelSource, requested: list[str] | None) -> tuple[list[str], list[str]]:
     """(backends to run for this model, backends that do not apply to its file type)."""
-    native = {"onnx": bk.ONNX_BACKENDS, "tensorrt-engine": bk.ENGINE_BACKENDS}.get(source.kind, bk.TORCH_BACKENDS)
+    native = bk.backends_for_kind(source.kind)
     if requested is None:
-        return [native[0]], []
+        return native[:1], []
     return [b for b in requested if b in native], [b for b in requested if b not in native]
 
 
 # ------------------------------------------------------------------ running
 
 
-def _input_specs(sources: list[ModelSource], overrides: list[bk.InputSpec]) -> dict[str, list[bk.InputSpec]]:
+def _input_specs(sources: list[ModelSource], overrides: list[InputSpec]) -> dict[str, list[InputSpec]]:  # noqa: C901
     """Per model path: its declared ONNX inputs with overrides; torch files borrow the first ONNX model's."""
-    per_model: dict[str, list[bk.InputSpec]] = {}
-    first_onnx: list[bk.InputSpec] | None = None
+    per_model: dict[str, list[InputSpec]] = {}
+    first_onnx: list[InputSpec] | None = None
     for source in sources:
         if source.kind == "onnx":
-            specs = bk.resolve_specs(bk.onnx_input_specs(source.path), overrides)
+            specs = resolve(bk.onnx_input_specs(source.path), overrides, model=source.path.name)
             per_model[str(source.path)] = specs
             first_onnx = first_onnx or specs
     for source in sources:
         if source.kind != "onnx":
-            specs = overrides or first_onnx
+            specs = resolve([], overrides, model=source.path.name, allow_new=True) if overrides else first_onnx
             if not specs and source.kind == "tensorrt-engine":
                 # an engine declares its inputs, but only TensorRT (with a GPU) can read them; without one
                 # the tensorrt backend is skipped as unavailable before any input is needed
@@ -258,22 +273,38 @@ def _input_specs(sources: list[ModelSource], overrides: list[bk.InputSpec]) -> d
     return per_model
 
 
-def _default_batch(specs: list[bk.InputSpec]) -> int:
+def _default_batch(specs: list[InputSpec]) -> int:
+    """1 for a model with a batch axis; else the fixed first dimension of its first input (what items/s counts)."""
+    if batch_axis(specs):
+        return 1
     first = specs[0].shape[0] if specs and specs[0].shape else None
-    return first if isinstance(first, int) and len(specs[0].shape) > 1 else 1
+    return first if isinstance(first, int) and len(specs[0].shape or []) > 1 else 1
+
+
+def _batches(specs: list[InputSpec], request: BenchmarkRequest, text: str) -> list[int]:
+    """The batch sizes to run. A model without a batch axis runs as is (its declared or --input shapes)."""
+    if not request.batch_sizes:
+        return [_default_batch(specs)]
+    if not batch_axis(specs) and request.batch_sizes != [_default_batch(specs)]:
+        raise UsageError(
+            f"{text} has no dynamic batch axis ({', '.join(s.describe() for s in specs)}): it runs at its own shapes",
+            hint="drop --batch-size, or give other shapes with --input NAME:DIMS",
+        )
+    return request.batch_sizes
 
 
 def _measure_source(
     source: ModelSource,
     role: str,
     backends: list[str],
-    specs: list[bk.InputSpec],
+    specs: list[InputSpec],
     request: BenchmarkRequest,
     progress: Progress,
     skipped: list[SkippedRun],
 ) -> list[ResultRow]:
+    """One model measured run by run (the gate's reference, when it was not measured with the candidates)."""
     rows: list[ResultRow] = []
-    batches = request.batch_sizes or [_default_batch(specs)]
+    batches = _batches(specs, request, source.text)
     for backend in backends:
         available, why = bk.backend_available(backend)
         if not available:
@@ -281,30 +312,103 @@ def _measure_source(
             continue
         if backend == "tensorrt" and max(request.concurrency) > 1:
             raise UsageError("the tensorrt backend measures one stream at a time: use --concurrency 1 (or ort-trt)")
+        from mlserve.optimize.timing import usable_cores
+
+        grid = request.threads or [usable_cores()]
         for batch in batches:
-            inputs = bk.make_inputs(specs, batch, request.seed)
-            runner = bk.make_runner(backend, source.path, inputs, threads=request.threads)
-            try:
-                for conc in request.concurrency:
-                    name = Path(source.text).name if Path(source.text).exists() else source.text
-                    label = f"{'reference ' if role == 'reference' else ''}{name} ({backend} b{batch} c{conc})"
-                    config = request.measure.model_copy(update={"concurrency": conc})
-                    measured: Measurement = measure_callable(runner.call, config, progress=progress, label=label)
-                    rows.append(ResultRow(
-                        label=label, role=role, model=source.text, path=str(source.path), ref=source.ref,
-                        backend=backend, provider=runner.provider, threads=runner.threads, batch_size=batch,
-                        concurrency=conc, stats=measured.stats, items_per_s=measured.stats.throughput_per_s * batch,
-                        stable=measured.stable, stability=measured.stability,
-                    ))
-            finally:
-                runner.close()
+            for threads in grid:
+                inputs = bk.make_inputs(specs, batch if batch_axis(specs) else None, request.seed)
+                runner = bk.make_runner(backend, source.path, inputs, threads=threads)
+                try:
+                    for conc in request.concurrency:
+                        label = _label(source, role, backend, batch, conc, threads, len(grid) > 1)
+                        config = request.measure.model_copy(update={"concurrency": conc})
+                        measured: Measurement = measure_callable(runner.call, config, progress=progress, label=label)
+                        rows.append(_row(source, role, backend, runner, batch, conc, label, measured))
+                finally:
+                    runner.close()
     return rows
 
 
+def _label(source: ModelSource, role: str, backend: str, batch: int, conc: int, threads: int | None, show_threads: bool) -> str:
+    name = Path(source.text).name if Path(source.text).exists() else source.text
+    t = f" t{threads}" if show_threads else ""
+    return f"{'reference ' if role == 'reference' else ''}{name} ({backend} b{batch} c{conc}{t})"
+
+
+def _row(source: ModelSource, role: str, backend: str, runner: bk.Runner, batch: int, conc: int, label: str,
+         measured: Measurement, rounds_ms: list[float] | None = None) -> ResultRow:
+    return ResultRow(
+        label=label, role=role, model=source.text, path=str(source.path), ref=source.ref, backend=backend,
+        provider=runner.provider, threads=runner.threads, batch_size=batch, concurrency=conc, stats=measured.stats,
+        items_per_s=measured.stats.throughput_per_s * batch, stable=measured.stable, stability=measured.stability,
+        rounds_ms=list(rounds_ms or []),
+    )
+
+
+def _measure_candidates(
+    plan: list[tuple[ModelSource, list[str], str]],
+    specs: dict[str, list[InputSpec]],
+    request: BenchmarkRequest,
+    progress: Progress,
+    skipped: list[SkippedRun],
+) -> list[ResultRow]:
+    """Every (model, backend) at every batch size, concurrency and thread count; ``plan`` entries are
+    (model, backends, role), the role "candidate" or "reference" (a --fail-if-slower-than file). Runs that
+    are compared with each other (same batch, threads, one stream) are measured together in interleaved rounds."""
+    from mlserve.optimize.timing import usable_cores
+
+    grid = request.threads or [usable_cores()]
+    jobs: list[tuple[ModelSource, str, str]] = []
+    for source, run, role in plan:
+        for backend in run:
+            available, why = bk.backend_available(backend)
+            if not available:
+                skipped.append(SkippedRun(model=source.text, backend=backend, why="unavailable", reason=why))
+                continue
+            if backend == "tensorrt" and max(request.concurrency) > 1:
+                raise UsageError("the tensorrt backend measures one stream at a time: use --concurrency 1 (or ort-trt)")
+            jobs.append((source, backend, role))
+    groups: dict[tuple[int, int], list[tuple[int, ModelSource, str]]] = {}
+    roles = {j: role for j, (_, _, role) in enumerate(jobs)}
+    order: dict[tuple[int, int, int, int], int] = {}
+    for j, (source, backend, _role) in enumerate(jobs):
+        for b_index, batch in enumerate(_batches(specs[str(source.path)], request, source.text)):
+            for t_index, threads in enumerate(grid):
+                groups.setdefault((batch, threads), []).append((j, source, backend))
+                order[(j, batch, threads, 0)] = (j * 1000 + b_index) * 1000 + t_index
+    keyed: list[tuple[tuple[int, int, int], ResultRow]] = []
+    for (batch, threads), members in groups.items():
+        runners: list[tuple[int, ModelSource, str, bk.Runner]] = []
+        try:
+            for j, source, backend in members:
+                sp = specs[str(source.path)]
+                inputs = bk.make_inputs(sp, batch if batch_axis(sp) else None, request.seed)
+                runners.append((j, source, backend, bk.make_runner(backend, source.path, inputs, threads=threads)))
+            for c_index, conc in enumerate(request.concurrency):
+                labels = [_label(src, roles[j], be, batch, conc, threads, len(grid) > 1) for j, src, be, _ in runners]
+                if len(runners) > 1 and conc == 1:
+                    inter = measure_interleaved({lab: r.call for lab, (_, _, _, r) in zip(labels, runners)}, request.measure,
+                                                progress=progress, label=f"{len(runners)} runs at batch {batch}, {threads} threads, interleaved")
+                    for lab, (j, src, be, r) in zip(labels, runners):
+                        row = _row(src, roles[j], be, r, batch, conc, lab, inter.measurements[lab], inter.round_medians_ms[lab])
+                        keyed.append(((order[(j, batch, threads, 0)], c_index, 0), row))
+                    continue
+                for lab, (j, src, be, r) in zip(labels, runners):
+                    config = request.measure.model_copy(update={"concurrency": conc})
+                    measured = measure_callable(r.call, config, progress=progress, label=lab)
+                    keyed.append(((order[(j, batch, threads, 0)], c_index, 0), _row(src, roles[j], be, r, batch, conc, lab, measured)))
+        finally:
+            for *_, r in runners:
+                r.close()
+    keyed.sort(key=lambda item: (item[0][0] // 1_000_000, item[0][0] % 1_000_000 // 1000, item[0][1], item[0][0] % 1000))
+    return [row for _, row in keyed]
+
+
 def _compare_rows(rows: list[ResultRow], request: BenchmarkRequest) -> None:
-    first: dict[tuple[int, int], ResultRow] = {}
+    first: dict[tuple[int, int, int | None], ResultRow] = {}
     for row in rows:
-        key = (row.batch_size, row.concurrency)
+        key = (row.batch_size, row.concurrency, row.threads)
         if key not in first:
             first[key] = row
             continue
@@ -314,6 +418,8 @@ def _compare_rows(rows: list[ResultRow], request: BenchmarkRequest) -> None:
 
 
 def _compare(a: ResultRow, b: ResultRow, request: BenchmarkRequest) -> Comparison:
+    if a.rounds_ms and len(a.rounds_ms) == len(b.rounds_ms):  # measured in the same interleaved rounds
+        return rounds_ratio(a.rounds_ms, b.rounds_ms, confidence=request.confidence, resamples=request.resamples, seed=request.seed)
     ma = Measurement(stats=a.stats, stable=a.stable, stability=a.stability, warmup_iterations=0, concurrency=a.concurrency)
     mb = Measurement(stats=b.stats, stable=b.stable, stability=b.stability, warmup_iterations=0, concurrency=b.concurrency)
     return compare(ma, mb, confidence=request.confidence, resamples=request.resamples, seed=request.seed)
@@ -321,8 +427,8 @@ def _compare(a: ResultRow, b: ResultRow, request: BenchmarkRequest) -> Compariso
 
 def _measured_check(row: ResultRow, references: list[ResultRow], limit: float, request: BenchmarkRequest) -> GateCheck | None:
     """Gate ``row`` against the reference run of the same backend, batch and concurrency (else batch and concurrency)."""
-    match = [r for r in references if (r.backend, r.batch_size, r.concurrency) == (row.backend, row.batch_size, row.concurrency)]
-    match = match or [r for r in references if (r.batch_size, r.concurrency) == (row.batch_size, row.concurrency)]
+    match = [r for r in references if (r.backend, r.batch_size, r.concurrency, r.threads) == (row.backend, row.batch_size, row.concurrency, row.threads)]
+    match = match or [r for r in references if (r.batch_size, r.concurrency, r.threads) == (row.batch_size, row.concurrency, row.threads)]
     if not match:
         return None
     ref = match[0]
@@ -441,6 +547,9 @@ def _run_gate(
     reference_specs: Any,
     request: BenchmarkRequest,
     progress: Progress,
+    *,
+    premeasured: list[ResultRow] | None = None,
+    premeasured_skipped: list[SkippedRun] | None = None,
 ) -> tuple[GateResult, list[ResultRow], list[str]]:
     """Gate every candidate run: against the reference's stored figure for the same setup where there is one
     (registry references), else against the reference's artifact, measured now for the runs that need it.
@@ -460,16 +569,17 @@ def _run_gate(
                 warnings.append(f"{reference.ref}'s stored {fig.key} is not comparable with {row.label} ({why}): its artifact was measured instead")
                 continue
             stored[i] = fig
-    ref_rows: list[ResultRow] = []
-    ref_skipped: list[SkippedRun] = []
+    ref_rows: list[ResultRow] = list(premeasured or [])
+    ref_skipped: list[SkippedRun] = list(premeasured_skipped or [])
     missing = [row for i, row in enumerate(candidates) if i not in stored]
-    if missing:
+    if missing and premeasured is None:  # a registry reference without a comparable stored figure: measured after
         specs = reference_specs()
         wanted = list(dict.fromkeys(r.backend for r in missing))
         backends = _backends_for(reference, wanted)[0] or _backends_for(reference, None)[0]
         for batch in dict.fromkeys(r.batch_size for r in missing):
             concs = list(dict.fromkeys(r.concurrency for r in missing if r.batch_size == batch))
-            sub = request.model_copy(update={"batch_sizes": [batch], "concurrency": concs})
+            threads = list(dict.fromkeys(r.threads for r in missing if r.batch_size == batch and r.threads))
+            sub = request.model_copy(update={"batch_sizes": [batch], "concurrency": concs, "threads": threads or request.threads})
             ref_rows += _measure_source(reference, "reference", backends, specs, sub, progress, ref_skipped)
     checks: list[GateCheck] = []
     uncovered: list[str] = []
@@ -541,10 +651,10 @@ def _record_metrics(request: BenchmarkRequest, target: tuple[str, str], rows: li
                 metrics[key] = value
     meta = {"benchmark": {
         "cpu": fingerprint.summary(), "cpu_model": fingerprint.cpu_model, "logical_cores": fingerprint.logical_cores,
-        "model": first_model, "seed": request.seed, "threads": request.threads,
+        "model": first_model, "seed": request.seed, "threads": plain_row.threads if plain_row else rows[0].threads,
         "packages": fingerprint.packages, "config": request.measure.model_dump(mode="json"),
         # which run the plain keys (latency_p50_ms ...) describe; None: this record wrote none
-        "plain": {"backend": plain_row.backend, "threads": request.threads, "batch_size": 1, "concurrency": 1,
+        "plain": {"backend": plain_row.backend, "threads": plain_row.threads, "batch_size": 1, "concurrency": 1,
                   "latency_p50_ms": plain_row.stats.median_ms} if plain_row else None,
     }}
     _registry(request).record_metrics(target[0], target[1], metrics, meta=meta, reason="mlserve benchmark")
@@ -573,6 +683,23 @@ def write_csv(path: Path, rows: list[ResultRow]) -> None:
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise UsageError(f"cannot write CSV to {path}: {exc.strerror or exc}") from exc
+
+
+def write_samples_csv(path: Path, rows: list[ResultRow]) -> None:
+    """Every latency sample behind the figures (label, backend, batch, concurrency, threads, index, ms), so that
+    percentiles can be audited or recomputed elsewhere."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with partial.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["label", "role", "backend", "batch_size", "concurrency", "threads", "sample", "latency_ms"])
+            for row in rows:
+                for i, value in enumerate(row.stats.samples_ms):
+                    writer.writerow([row.label, row.role, row.backend, row.batch_size, row.concurrency, row.threads, i, repr(value)])
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise UsageError(f"cannot write samples CSV to {path}: {exc.strerror or exc}") from exc
 
 
 def _matplotlib() -> Any:
@@ -606,7 +733,7 @@ def write_plot(path: Path, rows: list[ResultRow]) -> None:
 
 
 def _check_output_dirs(request: BenchmarkRequest) -> None:
-    for path in (request.csv_path, request.plot_path):
+    for path in (request.csv_path, request.samples_csv_path, request.plot_path):
         if path is not None and not path.expanduser().absolute().parent.is_dir():
             raise NotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
     if request.plot_path is not None:
@@ -616,10 +743,9 @@ def _check_output_dirs(request: BenchmarkRequest) -> None:
 def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRESS) -> BenchmarkReport:
     """Measure every model on every applicable backend, batch size and concurrency level."""
     for backend in request.backends or []:
-        if backend not in bk.BACKENDS:
-            raise UsageError(f"unknown backend {backend!r}: choose from {', '.join(bk.BACKENDS)}")
+        bk.get_backend(backend)
     _check_output_dirs(request)
-    overrides = [bk.parse_input_override(text) for text in request.inputs]
+    overrides = parse_inputs(request.inputs, static_batch=True)  # an explicit shape is run exactly
     gate = parse_gate(request.fail_if_slower_than) if request.fail_if_slower_than else None
     record_target = _record_target(request)
 
@@ -649,8 +775,18 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
                 raise
             # a registry reference may need no measuring (stored figures): complain only if it must be measured
 
-    for source, run in plan:
-        rows += _measure_source(source, "candidate", run, specs[str(source.path)], request, progress, skipped)
+    roles = [(source, run, "candidate") for source, run in plan]
+    premeasured: list[ResultRow] | None = None
+    ref_skipped: list[SkippedRun] = []
+    if reference is not None and reference.ref is None:  # a file reference is always measured: with the candidates, interleaved
+        wanted = list(dict.fromkeys(b for _, run in plan for b in run))
+        roles.append((reference, _backends_for(reference, wanted)[0] or _backends_for(reference, None)[0], "reference"))
+    measured = _measure_candidates(roles, specs, request, progress, skipped)
+    rows += [r for r in measured if r.role == "candidate"]
+    if reference is not None and reference.ref is None:
+        premeasured = [r for r in measured if r.role == "reference"]
+        ref_skipped = [s for s in skipped if s.model == reference.text]
+        skipped = [s for s in skipped if s.model != reference.text]
     if not rows:
         reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
         raise CapabilityUnavailableError(f"none of the requested backends can run here ({reasons})")
@@ -664,7 +800,8 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
     if gate is not None and reference is not None:
         ref = reference
         gate_result, ref_rows, gate_warnings = _run_gate(
-            gate[0], gate[1], ref, rows, lambda: _input_specs(sources + [ref], overrides)[str(ref.path)], request, progress)
+            gate[0], gate[1], ref, rows, lambda: _input_specs(sources + [ref], overrides)[str(ref.path)], request, progress,
+            premeasured=premeasured, premeasured_skipped=ref_skipped)
         rows += ref_rows
         warnings += gate_warnings
         failures += _gate_failures(gate_result)
@@ -683,20 +820,26 @@ def run_benchmark(request: BenchmarkRequest, *, progress: Progress = NULL_PROGRE
         recorded = _record_metrics(request, record_target, candidates, fingerprint)
     if request.csv_path is not None:
         write_csv(request.csv_path, rows)
+    if request.samples_csv_path is not None:
+        write_samples_csv(request.samples_csv_path, rows)
     if request.plot_path is not None:
         write_plot(request.plot_path, rows)
     first_specs = specs[str(sources[0].path)]
-    first_batch = (request.batch_sizes or [_default_batch(first_specs)])[0]
+    first_batch = _batches(first_specs, request, sources[0].text)[0]
     return BenchmarkReport(
         fingerprint=fingerprint,
         config=request.measure,
         seed=request.seed,
-        inputs={s.name: {"shape": list(bk.concrete_shape(s, first_batch)), "dtype": s.dtype} for s in first_specs},
+        inputs={s.name: {"shape": s.concrete_shape(first_batch if batch_axis(first_specs) else None), "dtype": s.dtype} for s in first_specs},
         results=rows,
         skipped=skipped,
         gate=gate_result,
         recorded=recorded,
         csv_path=str(request.csv_path) if request.csv_path else None,
+        samples_csv_path=str(request.samples_csv_path) if request.samples_csv_path else None,
+        measurement=("runs of the same batch size and thread count, one stream, are measured together in"
+                     f" {request.measure.rounds} interleaved rounds; a ratio is the median of the per-round ratios"
+                     " with a bootstrap interval over rounds; other runs are measured one after the other"),
         plot_path=str(request.plot_path) if request.plot_path else None,
         failures=failures,
         warnings=warnings,

@@ -9,9 +9,10 @@ Importing this package is cheap: torch, onnx and onnxruntime are imported by the
 
 from mlserve.optimize.models import Candidate, OptimizeResult, OutputParity, ParityReport
 from mlserve.optimize.pipeline import OptimizeOptions, optimize
-from mlserve.optimize.specs import InputSpec, ToleranceOverride, parse_input_spec, parse_tolerance, parse_variants
+from mlserve.inputs import InputSpec, parse_input, parse_inputs
+from mlserve.optimize.specs import ToleranceOverride, parse_tolerance, parse_variants
 
 __all__ = [
     "Candidate", "InputSpec", "OptimizeOptions", "OptimizeResult", "OutputParity", "ParityReport", "ToleranceOverride",
-    "optimize", "parse_input_spec", "parse_tolerance", "parse_variants",
+    "optimize", "parse_input", "parse_inputs", "parse_tolerance", "parse_variants",
 ]

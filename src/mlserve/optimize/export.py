@@ -12,7 +12,7 @@ from typing import Any
 from mlserve._deps import require
 from mlserve.errors import MissingDependencyError, UsageError
 from mlserve.optimize._quiet import quiet
-from mlserve.optimize.specs import InputSpec
+from mlserve.inputs import InputSpec
 from mlserve.progress import NULL_PROGRESS, Progress
 
 OPSET = 18
@@ -33,13 +33,15 @@ def export_torch(
 
     When the dynamo exporter was tried and failed, why is appended to ``notes``."""
     torch = require("torch", purpose="exporting PyTorch models")
-    from mlserve.optimize.feeds import make_feeds
+    from mlserve.inputs import make_feeds
 
     # an example batch of 1 would be specialised by torch.export (a size-1 dimension cannot be dynamic)
-    dynamic = any(s.dynamic_batch for s in specs)
+    dynamic = any(s.dynamic_batch for s in specs if not s.python_arg)
     feeds = make_feeds(specs, batch=2 if dynamic else None, seed=0)
-    args = tuple(torch.from_numpy(feeds[s.name]) for s in specs)
-    names = [s.name for s in specs]
+    # Python arguments (a TorchScript forward's ``sr: int``) are passed as values: the export fixes them
+    args = tuple(s.value if s.python_arg else torch.from_numpy(feeds[s.name]) for s in specs)
+    tensors = [s for s in specs if not s.python_arg]
+    names = [s.name for s in tensors]
     errors: list[str] = []
     try:
         require("onnxscript", purpose="the dynamo ONNX exporter")
@@ -53,7 +55,11 @@ def export_torch(
         with progress.task("exporting to ONNX (dynamo exporter)"), quiet() as log:
             try:
                 batch = torch.export.Dim("batch", min=1)
-                shapes = tuple({0: batch} if s.dynamic_batch else None for s in specs)
+                extra = {axis: torch.export.Dim(f"dim{axis}", min=1) for s in specs for axis in s.dynamic_axes}  # shared
+                shapes = tuple(
+                    None if s.python_arg else ({0: batch} if s.dynamic_batch else {}) | {a: extra[a] for a in s.dynamic_axes} or None
+                    for s in specs
+                )
                 torch.onnx.export(
                     program if program is not None else net,
                     args if program is None else (),
@@ -69,10 +75,11 @@ def export_torch(
                 check_and_infer(target)
                 return "dynamo"
             except Exception as exc:  # noqa: BLE001 - any failure means: try the other exporter
-                errors.append(f"dynamo: {type(exc).__name__}: {_first_line(exc)} {log.tail(120)}".strip())
+                errors.append(_ANSI.sub("", f"dynamo: {type(exc).__name__}: {_first_line(exc)} {log.tail(120)}").strip())
     with progress.task("exporting to ONNX (TorchScript exporter)"), quiet() as log:
         try:
-            axes = {name: {0: "batch"} for name, s in zip(names, specs) if s.dynamic_batch}
+            axes = {s.name: ({0: "batch"} if s.dynamic_batch else {}) | {a: f"dim{a}" for a in s.dynamic_axes}
+                    for s in tensors if s.dynamic_batch or s.dynamic_axes}
             if dynamic:
                 axes.update({name: {0: "batch"} for name in outputs})
             torch.onnx.export(
@@ -86,6 +93,7 @@ def export_torch(
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
+            _freeze_python_args(target, specs, names)
             check_and_infer(target)
             if dynamo_ok and notes is not None:
                 notes.append(f"the dynamo exporter failed, the TorchScript exporter was used instead ({errors[0][:300]})")
@@ -95,9 +103,32 @@ def export_torch(
     raise UsageError("neither ONNX exporter could export the model: " + "; ".join(errors))
 
 
+_ANSI = __import__("re").compile(r"\x1b\[[0-9;]*m")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = _ANSI.sub("", str(exc)).strip().splitlines()
     return text[0][:300] if text else ""
+
+
+def _freeze_python_args(path: Path, specs: list[InputSpec], names: list[str]) -> None:
+    """The TorchScript exporter keeps a scripted forward's ``sr: int`` as a graph input: make each such input
+    a constant holding the value given (``--input sr=16000``), in the order of the Python arguments."""
+    python_args = [s for s in specs if s.python_arg]
+    if not python_args:
+        return
+    onnx = require("onnx")
+    import numpy as np
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    initializers = {i.name for i in model.graph.initializer}
+    extra = [i for i in model.graph.input if i.name not in names and i.name not in initializers]
+    for value_info, spec in zip(extra, python_args):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type)
+        model.graph.initializer.append(numpy_helper.from_array(np.array(spec.value, dtype=dtype), value_info.name))
+        model.graph.input.remove(value_info)
+    onnx.save(model, str(path))
 
 
 def check_and_infer(path: Path) -> None:

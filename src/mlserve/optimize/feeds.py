@@ -1,4 +1,4 @@
-"""Seeded random inputs and user data files (.npz/.npy) as ONNX-style feeds (name -> numpy array)."""
+"""User data files (.npz/.npy) as ONNX-style feeds (name -> numpy array); seeded example data is ``mlserve.inputs.make_feeds``."""
 
 from __future__ import annotations
 
@@ -6,27 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from mlserve.errors import NotFoundError, UsageError
-from mlserve.optimize.specs import InputSpec
+from mlserve.inputs import InputSpec, make_feeds
 
-
-def make_feeds(specs: list[InputSpec], *, batch: int | None, seed: int) -> dict[str, Any]:
-    """Random inputs shaped by ``specs``: floats ~ N(0, 1), integers in [0, 10), booleans fair coins."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, Any] = {}
-    for spec in specs:
-        shape = spec.concrete_shape(batch)
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            raise UsageError(f"input {spec.name!r} has dtype {spec.dtype}, which random inputs cannot be made for")
-    return feeds
+__all__ = ["load_user_data", "make_feeds"]
 
 
 def load_user_data(path: Path, specs: list[InputSpec], *, batch: int = 8) -> list[dict[str, Any]]:
@@ -45,21 +27,33 @@ def load_user_data(path: Path, specs: list[InputSpec], *, batch: int = 8) -> lis
     except Exception as exc:  # noqa: BLE001 - numpy raises several kinds for bad files
         raise UsageError(f"cannot read {path.name} as .npy/.npz: {exc}") from None
     if isinstance(loaded, np.ndarray):
-        if len(specs) != 1:
+        if len([s for s in specs if not s.python_arg]) != 1:
             raise UsageError(f"{path.name} is a single array but the model has {len(specs)} inputs", hint="use an .npz with one array per input name")
-        arrays = {specs[0].name: loaded}
+        arrays = {next(s.name for s in specs if not s.python_arg): loaded}
     else:
         arrays = {key: loaded[key] for key in loaded.files}
-        missing = [s.name for s in specs if s.name not in arrays]
+        missing = [s.name for s in specs if s.name not in arrays and not s.python_arg and s.value is None]
         if missing:
             raise UsageError(f"{path.name} has no array for inputs {missing}", hint=f"its arrays: {sorted(arrays)}")
-    rows = {len(arrays[s.name]) for s in specs}
-    if len(rows) != 1:
+    filled = [s for s in specs if not s.python_arg and s.name not in arrays]  # fixed values (--input NAME=VALUE)
+    tensors = [s for s in specs if not s.python_arg and s.name in arrays]
+    for spec in tensors:
+        arrays[spec.name] = np.asarray(arrays[spec.name])
+    # a 0-d array (a scalar such as a sample rate) is the same for every row; the others are split by rows
+    scalars = {s.name for s in tensors if arrays[s.name].ndim == 0}
+    for spec in tensors:
+        if spec.name in scalars and spec.shape:
+            raise UsageError(f"array {spec.name!r} in {path.name} is a scalar (0-d), but the model's input has rank {len(spec.shape)}")
+    rows = {len(arrays[s.name]) for s in tensors if s.name not in scalars}
+    if len(rows) > 1:
         raise UsageError(f"arrays in {path.name} have different numbers of rows: {sorted(rows)}")
+    if not rows:  # every input is a scalar: one feed
+        return [{**{s.name: np.asarray(arrays[s.name]).astype(s.dtype) for s in tensors},
+                 **{s.name: np.full(s.concrete_shape(None), s.value, dtype=s.dtype) for s in filled}}]
     total = rows.pop()
     pinned = False
-    for spec in specs:
-        if not spec.dynamic_batch and spec.shape and spec.shape[0]:
+    for spec in tensors:
+        if spec.name not in scalars and not spec.dynamic_batch and spec.shape and spec.shape[0]:
             batch, pinned = spec.shape[0], True
     if pinned:
         starts = range(0, total - batch + 1 if total >= batch else 1, batch)
@@ -67,8 +61,18 @@ def load_user_data(path: Path, specs: list[InputSpec], *, batch: int = 8) -> lis
         starts = range(0, total, batch)
     feeds = []
     for start in starts:
-        chunk = {s.name: np.ascontiguousarray(arrays[s.name][start : start + batch]).astype(s.dtype) for s in specs}
-        for spec in specs:
+        chunk = {}
+        for spec in tensors:
+            if spec.name in scalars:
+                chunk[spec.name] = arrays[spec.name].astype(spec.dtype)
+            else:
+                chunk[spec.name] = np.ascontiguousarray(arrays[spec.name][start : start + batch]).astype(spec.dtype)
+        count = len(next(chunk[s.name] for s in tensors if s.name not in scalars))
+        for spec in filled:
+            chunk[spec.name] = np.full(spec.concrete_shape(count), spec.value, dtype=spec.dtype)
+        for spec in tensors:
+            if spec.name in scalars:
+                continue
             expected = spec.concrete_shape(len(chunk[spec.name]))[1:]
             if list(chunk[spec.name].shape[1:]) != expected:
                 raise UsageError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import os
 import re
 import sys
@@ -20,7 +19,7 @@ from typing import Any, Callable, Optional
 
 from mlserve._deps import require
 from mlserve.errors import MlserveError, NotFoundError, UsageError
-from mlserve.optimize.specs import InputSpec
+from mlserve.inputs import InputSpec, onnx_inputs, resolve
 from mlserve.progress import NULL_PROGRESS, Progress
 
 PICKLE_SUFFIXES = {".joblib", ".pkl", ".pickle"}
@@ -39,8 +38,9 @@ class LoadedSource:
     output_names: list[str]
     reference: Callable[[Feeds], dict[str, Any]]
     """Runs the original model on numpy feeds; returns output name -> numpy array."""
-    make_timed_call: Callable[[Feeds], Callable[[], Any]]
-    """Returns a zero-argument call that runs the original model as its users do (for latency)."""
+    make_timed_call: Callable[[Feeds, int], Callable[[], Any]]
+    """Returns a zero-argument call that runs the original model as its users do (for latency), with
+    this many intra-op threads (torch.set_num_threads, ONNX Runtime's intra_op_num_threads)."""
     write_onnx: Callable[[Path, Progress], str]
     """Writes the model as ONNX to the path; returns the exporter that produced it."""
     path: Optional[Path] = None
@@ -48,6 +48,13 @@ class LoadedSource:
     registry_model: Optional[str] = None
     registry_version: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
+    threads_apply: bool = True
+    """False where the source's runtime has no intra-op thread setting (scikit-learn)."""
+    example_feeds: list[Feeds] = field(default_factory=list)
+    """Inputs the source brings itself (tokenized text of a Hugging Face model), used for parity."""
+    fusion_export: Optional[Callable[[Path], None]] = None
+    """A second export meant for ONNX Runtime's transformer fusions (see variants.build_fp32_fused)."""
+    fusion_hints: dict[str, int] = field(default_factory=dict)
 
 
 def sha256_of(path: Path) -> str:
@@ -70,12 +77,21 @@ def load_source(
     trust_pickle: bool = False,
     registry_root: Path | None = None,
     lock_timeout: float | None = None,
+    texts: list[str] | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> LoadedSource:
     """Resolve ``location``: an existing path is a file; else a ``module:function`` factory; else a registry ref."""
     user_inputs = list(inputs or [])
     path = Path(location).expanduser()
     if path.exists():
+        from mlserve.optimize.source_hf import is_hf_directory, load_hf_directory
+
+        if is_hf_directory(path):
+            source = load_hf_directory(path, location, user_inputs, list(texts or []))
+            source.sha256 = sha256_of(path)
+            return source
+        if texts:
+            raise UsageError("--text makes inputs for a Hugging Face model directory; this source is not one")
         return _load_path(path, location, user_inputs, trust_pickle, progress)
     ref = _parse_registry_ref(location)
     # NAME:VERSION reads like module:function too: a model that exists in the registry wins
@@ -149,7 +165,7 @@ def _load_registry(location, user_inputs, trust_pickle, registry_root, lock_time
 
 def _load_path(path: Path, location: str, user_inputs: list[InputSpec], trust_pickle: bool, progress: Progress) -> LoadedSource:
     if path.is_dir():
-        raise UsageError(f"{path} is a directory", hint="point at the model file inside it")
+        raise UsageError(f"{path} is a directory", hint="point at the model file inside it (a Hugging Face model directory has a config.json)")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         source = _load_onnx(path, location, user_inputs)
@@ -174,13 +190,6 @@ def _load_path(path: Path, location: str, user_inputs: list[InputSpec], trust_pi
     return source
 
 
-def _numpy_dtype_of_onnx(elem_type: int) -> str:
-    onnx = require("onnx")
-    import numpy as np
-
-    return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
-
-
 def _load_onnx(path: Path, location: str, user_inputs: list[InputSpec]) -> LoadedSource:
     onnx = require("onnx", purpose="reading ONNX models")
     ort = require("onnxruntime", purpose="running ONNX models")
@@ -188,24 +197,7 @@ def _load_onnx(path: Path, location: str, user_inputs: list[InputSpec]) -> Loade
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not ONNX
         raise UsageError(f"cannot read {path.name} as an ONNX model: {exc}") from None
-    initializers = {init.name for init in model.graph.initializer}
-    by_name = {spec.name: spec for spec in user_inputs}
-    specs: list[InputSpec] = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim]
-        declared = InputSpec(name=value.name, shape=dims, dtype=_numpy_dtype_of_onnx(tensor.elem_type), dynamic_batch=bool(dims) and dims[0] is None)
-        if value.name in by_name:
-            given = by_name.pop(value.name)
-            if len(given.shape) != len(dims):
-                raise UsageError(f"--input {given.describe()} has rank {len(given.shape)} but the model's input has rank {len(dims)}")
-            merged = [g if d is None else d for g, d in zip(given.shape, dims)]
-            declared = InputSpec(name=value.name, shape=merged, dtype=declared.dtype, dynamic_batch=declared.dynamic_batch and given.dynamic_batch)
-        specs.append(declared)
-    if by_name:
-        raise UsageError(f"--input names {sorted(by_name)} are not inputs of {path.name}", hint=f"its inputs: {[s.name for s in specs]}")
+    specs = resolve(onnx_inputs(model), user_inputs, model=path.name)
     not_tensors = [(o.name, o.type.WhichOneof("value")) for o in model.graph.output if o.type.WhichOneof("value") != "tensor_type"]
     if not_tensors:
         kinds = ", ".join(f"{name!r} ({(kind or 'unknown').replace('_type', '')})" for name, kind in not_tensors)
@@ -221,7 +213,7 @@ def _load_onnx(path: Path, location: str, user_inputs: list[InputSpec]) -> Loade
         if "s" not in session_box:
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            options.log_severity_level = 3
+            options.log_severity_level = 4  # failures come back as exceptions; ORT's own log lines stay off stderr
             try:
                 session_box["s"] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # noqa: BLE001 - ORT reports bad models with its own exception types
@@ -231,9 +223,11 @@ def _load_onnx(path: Path, location: str, user_inputs: list[InputSpec]) -> Loade
     def reference(feeds: Feeds) -> dict[str, Any]:
         return dict(zip(outputs, session().run(outputs, feeds)))
 
-    def timed(feeds: Feeds) -> Callable[[], Any]:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
+    def timed(feeds: Feeds, threads: int) -> Callable[[], Any]:
+        options = ort.SessionOptions()  # as users run it: ONNX Runtime's default optimizations
+        options.log_severity_level = 4
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
         sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda: sess.run(None, feeds)
 
@@ -244,7 +238,7 @@ def _load_onnx(path: Path, location: str, user_inputs: list[InputSpec]) -> Loade
         full = onnx.load(str(path))
         onnx.save(full, str(target))
         check_and_infer(target)
-        return "none (ONNX source)"
+        return "none"
 
     return LoadedSource("onnx", location, specs, outputs, reference, timed, write_onnx)
 
@@ -297,7 +291,7 @@ def _sklearn_source(model: Any, location: str, spec: InputSpec, outputs: list[st
             result["scores"] = scores
         return result
 
-    def timed(feeds: Feeds) -> Callable[[], Any]:
+    def timed(feeds: Feeds, threads: int) -> Callable[[], Any]:
         x = feeds[spec.name]
         method = model.predict_proba if classifier and hasattr(model, "predict_proba") else model.predict
         return lambda: method(x)
@@ -351,14 +345,28 @@ def _sklearn_source(model: Any, location: str, spec: InputSpec, outputs: list[st
         target.write_bytes(onx.SerializeToString())
         return "skl2onnx"
 
-    return LoadedSource("sklearn", location, [spec], outputs, reference, timed, write_onnx)
+    return LoadedSource("sklearn", location, [spec], outputs, reference, timed, write_onnx, threads_apply=False)
 
 
-# --- torch ----------------------------------------------------------------------------------
+# --- torch (loaders in source_torch.py) ------------------------------------------------------
 
 
-def _torch_dtype(torch: Any, name: str) -> Any:
-    return getattr(torch, {"bool": "bool"}.get(name, name))
+def _load_factory(location: str, user_inputs: list[InputSpec], progress: Progress, *, registry_note: str = "") -> LoadedSource:
+    from mlserve.optimize.source_torch import load_factory
+
+    return load_factory(location, user_inputs, registry_note=registry_note)
+
+
+def _load_torchscript(path: Path, location: str, user_inputs: list[InputSpec]) -> LoadedSource:
+    from mlserve.optimize.source_torch import load_torchscript
+
+    return load_torchscript(path, location, user_inputs)
+
+
+def _load_torch_export(path: Path, location: str, user_inputs: list[InputSpec]) -> LoadedSource:
+    from mlserve.optimize.source_torch import load_torch_export
+
+    return load_torch_export(path, location, user_inputs)
 
 
 def _factory_module_exists(module: str) -> bool:
@@ -369,153 +377,3 @@ def _factory_module_exists(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
-
-
-def _load_factory(location: str, user_inputs: list[InputSpec], progress: Progress, *, registry_note: str = "") -> LoadedSource:
-    torch = require("torch", purpose="PyTorch factories")
-    module_name, func_name = location.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - the user's module failed to import
-        raise UsageError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from None
-    factory = getattr(module, func_name, None)
-    if not callable(factory):
-        raise NotFoundError(f"{location!r} is not a factory: module {module_name} has no callable {func_name!r}{registry_note}")
-    try:
-        made = factory()
-    except Exception as exc:  # noqa: BLE001 - the user's factory failed: their error, not mlserve's
-        raise UsageError(f"factory {location} raised {type(exc).__name__}: {str(exc).strip()[:300]}", hint="fix the factory (run it in Python to see the traceback)") from None
-    if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
-        raise UsageError(f"{location} must return (torch.nn.Module, example_inputs); it returned {type(made).__name__}")
-    net, example = made
-    if isinstance(example, torch.Tensor):
-        example = (example,)
-    if not isinstance(example, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in example):
-        raise UsageError(f"{location}: example_inputs must be a tensor or a tuple of tensors")
-    names = _forward_names(net, len(example))
-    specs = _specs_from_examples(names, example, user_inputs)
-    return _torch_source("factory", location, net, specs, list(example))
-
-
-def _forward_names(net: Any, count: int) -> list[str]:
-    try:
-        params = [
-            p.name
-            for p in inspect.signature(net.forward).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
-        ]
-    except (TypeError, ValueError):
-        params = []
-    if len(params) >= count:
-        return params[:count]
-    return [f"input_{i}" for i in range(count)]
-
-
-def _specs_from_examples(names: list[str], example: list[Any], user_inputs: list[InputSpec]) -> list[InputSpec]:
-    if user_inputs:
-        if len(user_inputs) != len(example):
-            raise UsageError(f"{len(user_inputs)} --input given but the model takes {len(example)} inputs")
-        return user_inputs
-    specs = []
-    for name, tensor in zip(names, example):
-        dims = list(tensor.shape)
-        specs.append(InputSpec(name=name, shape=[int(d) for d in dims], dtype=str(tensor.dtype).replace("torch.", ""), dynamic_batch=bool(dims)))
-    return specs
-
-
-def _load_torchscript(path: Path, location: str, user_inputs: list[InputSpec]) -> LoadedSource:
-    torch = require("torch", purpose="TorchScript models")
-    from mlserve.optimize._quiet import quiet
-
-    try:
-        with quiet():  # torch.jit.load warns that TorchScript is deprecated
-            net = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(
-            f"{path.name} is not a TorchScript archive ({type(exc).__name__})",
-            hint="save with torch.jit.save, or torch.export.save to a .pt2 file; pickled modules are not loaded",
-        ) from None
-    if not user_inputs:
-        raise UsageError(
-            f"TorchScript file {path.name} does not declare its input shapes",
-            hint="give each input with --input NAME:DIMS:DTYPE, e.g. --input x:1x3x64x64:float32",
-        )
-    return _torch_source("torchscript", location, net, user_inputs, None)
-
-
-def _load_torch_export(path: Path, location: str, user_inputs: list[InputSpec]) -> LoadedSource:
-    torch = require("torch", purpose="torch.export programs")
-    try:
-        program = torch.export.load(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"cannot load {path.name} with torch.export.load: {type(exc).__name__}: {exc}") from None
-    example = None
-    if getattr(program, "example_inputs", None):
-        args, _kwargs = program.example_inputs
-        example = list(args)
-    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
-    if user_inputs:
-        specs = user_inputs
-    elif example:
-        specs = _specs_from_examples(names, example, [])
-    else:
-        raise UsageError(f"{path.name} stores no example inputs", hint="give each input with --input NAME:DIMS:DTYPE")
-    return _torch_source("torch-export", location, program.module(), specs, example, program=program)
-
-
-def _torch_source(kind: str, location: str, net: Any, specs: list[InputSpec], example: list[Any] | None, program: Any = None) -> LoadedSource:
-    torch = require("torch")
-    import numpy as np
-
-    from mlserve.optimize.feeds import make_feeds
-
-    if hasattr(net, "eval") and not isinstance(net, torch.fx.GraphModule):
-        net.eval()
-
-    def to_tensors(feeds: Feeds) -> list[Any]:
-        return [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in specs]
-
-    def flatten(out: Any) -> list[Any]:
-        if isinstance(out, torch.Tensor):
-            return [out]
-        if isinstance(out, (tuple, list)):
-            return [t for item in out for t in flatten(item)]
-        if isinstance(out, dict):
-            return [t for key in sorted(out) for t in flatten(out[key])]
-        raise UsageError(f"model output of type {type(out).__name__} is not supported (tensors, tuples, lists, dicts only)")
-
-    probe = make_feeds(specs, batch=2, seed=0)
-    with torch.inference_mode():
-        try:
-            count = len(flatten(net(*to_tensors(probe))))
-        except MlserveError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the user's forward failed on the declared inputs
-            shapes = ", ".join(s.describe() for s in specs)
-            raise UsageError(
-                f"the model fails on inputs {shapes} (probed at batch 2): {type(exc).__name__}: {str(exc)[:200]}",
-                hint="if the model only takes a fixed batch or has no batch dimension, give its exact shapes with "
-                     "--input NAME:1x32:float32 --static-batch") from None
-    outputs = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
-
-    def reference(feeds: Feeds) -> dict[str, Any]:
-        with torch.inference_mode():
-            result = flatten(net(*to_tensors(feeds)))
-        return {name: t.detach().cpu().numpy() for name, t in zip(outputs, result)}
-
-    def timed(feeds: Feeds) -> Callable[[], Any]:
-        tensors = to_tensors(feeds)
-
-        def call() -> Any:
-            with torch.inference_mode():
-                return net(*tensors)
-
-        return call
-
-    def write_onnx(target: Path, progress: Progress) -> str:
-        from mlserve.optimize.export import export_torch
-
-        return export_torch(net, specs, outputs, target, progress=progress, program=program, notes=notes)
-
-    notes: list[str] = []
-    return LoadedSource(kind, location, specs, outputs, reference, timed, write_onnx, warnings=notes)

@@ -1,4 +1,4 @@
-"""Parsing of the small textual specs the optimize command takes: inputs, tolerances, variants.
+"""Parsing of the small textual specs the optimize command takes: tolerances and variants (inputs: ``mlserve.inputs``).
 
 Nothing here imports numpy's heavy friends, torch or onnxruntime: the CLI parses options with it
 before any model is loaded, so a typo fails fast with exit code 2.
@@ -6,20 +6,18 @@ before any model is loaded, so a typo fails fast with exit code 2.
 
 from __future__ import annotations
 
-import re
 from typing import Literal, Optional
 
 from pydantic import BaseModel, Field
 
 from mlserve.errors import UsageError
 
-DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
-
 Precision = Literal["fp32", "fp16", "int8"]
 
 # name -> (precision, needs CUDA/TensorRT)
 VARIANTS: dict[str, tuple[str, bool]] = {
     "fp32": ("fp32", False),
+    "fp32-fused": ("fp32", False),
     "fp16": ("fp16", False),
     "int8-dynamic": ("int8", False),
     "int8-static": ("int8", False),
@@ -29,122 +27,92 @@ VARIANTS: dict[str, tuple[str, bool]] = {
 }
 
 
-class InputSpec(BaseModel):
-    """One model input: its name, shape (None = dynamic, size unknown) and dtype."""
-
-    name: str
-    shape: list[Optional[int]]
-    dtype: str = "float32"
-    dynamic_batch: bool = True
-
-    def concrete_shape(self, batch: int | None = None) -> list[int]:
-        """The shape with the batch set to ``batch`` (when dynamic) and no unknown dimension left."""
-        dims: list[int] = []
-        for axis, dim in enumerate(self.shape):
-            if axis == 0 and batch is not None and (self.dynamic_batch or dim is None):
-                dims.append(batch)
-            elif dim is None:
-                if axis == 0:
-                    dims.append(1)
-                else:
-                    raise UsageError(
-                        f"input '{self.name}' has a dimension of unknown size at axis {axis}",
-                        hint=f"give its size with --input {self.name}:{self._hint_dims()}:{self.dtype}",
-                    )
-            else:
-                dims.append(dim)
-        return dims
-
-    def _hint_dims(self) -> str:
-        return "x".join("1" if i == 0 and d is None else "SIZE" if d is None else str(d) for i, d in enumerate(self.shape))
-
-    def describe(self) -> str:
-        dims = ["N" if (i == 0 and self.dynamic_batch) or d is None else str(d) for i, d in enumerate(self.shape)]
-        return f"{self.name}:{'x'.join(dims)}:{self.dtype}"
-
-
-_INPUT_RE = re.compile(r"^(?P<name>[^:\s]+):(?P<shape>[0-9NnxX?*]+(?:x[0-9NnxX?*]+)*|scalar)(?::(?P<dtype>[a-z0-9]+))?$")
-
-
-def parse_input_spec(text: str, *, static_batch: bool = False) -> InputSpec:
-    """``name:1x3x224x224:float32`` -> InputSpec. ``N`` or ``?`` marks a dimension of unknown size.
-
-    The first dimension is the batch and stays dynamic unless ``static_batch`` pins it.
-    """
-    match = _INPUT_RE.match(text.strip())
-    if not match:
-        raise UsageError(
-            f"bad --input {text!r}",
-            hint="use NAME:DIMS[:DTYPE], e.g. x:1x3x224x224:float32 (N for an unknown size)",
-        )
-    dtype = match.group("dtype") or "float32"
-    if dtype not in DTYPES:
-        raise UsageError(f"bad --input {text!r}: unknown dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
-    raw = match.group("shape")
-    dims: list[Optional[int]] = []
-    if raw != "scalar":
-        for part in raw.lower().split("x"):
-            if part in {"n", "?", "*"}:
-                dims.append(None)
-            elif part.isdigit() and int(part) > 0:
-                dims.append(int(part))
-            else:
-                raise UsageError(f"bad --input {text!r}: dimension {part!r} is not a positive integer or N")
-    return InputSpec(name=match.group("name"), shape=dims, dtype=dtype, dynamic_batch=not static_batch and bool(dims))
-
-
 class Tolerance(BaseModel):
-    """An element fails only when it exceeds both ``atol`` and ``rtol * |reference|`` (Polygraphy's rule)."""
+    """The criteria one output must meet. An element fails only when it exceeds both ``atol`` and
+    ``rtol * |reference|`` (Polygraphy's rule); the scale-aware ``max_rel_l2`` and the per-row cosine
+    catch what element-wise tolerances miss on outputs far below ``atol`` (a candidate off by a factor)."""
 
     atol: float
     rtol: float
     min_cosine: float = Field(description="lowest acceptable cosine similarity between flattened outputs")
     min_top1: float = Field(description="lowest acceptable top-1 (or label) agreement for classifier outputs")
+    max_rel_l2: float = Field(description="largest acceptable ||candidate - source|| / ||source|| (relative L2 error)")
+    min_row_cosine: float = Field(description="lowest acceptable cosine similarity of any one row (sample)")
 
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.99999, min_top1=0.99),
-    "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.999, min_top1=0.97),
-    "int8": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.99, min_top1=0.9),
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.99999, min_top1=0.99, max_rel_l2=1e-3, min_row_cosine=0.9999),
+    "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.999, min_top1=0.97, max_rel_l2=0.05, min_row_cosine=0.99),
+    "int8": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.99, min_top1=0.9, max_rel_l2=0.15, min_row_cosine=0.95),
 }
+
+# named fields of --tolerance: name -> Tolerance attribute
+TOLERANCE_FIELDS = {"atol": "atol", "rtol": "rtol", "cosine": "min_cosine", "top1": "min_top1", "rel_l2": "max_rel_l2",
+                    "row_cosine": "min_row_cosine"}
 
 
 class ToleranceOverride(BaseModel):
     output: str = Field(description="output name, or '*' for every output")
-    atol: float
-    rtol: float
+    atol: Optional[float] = None
+    rtol: Optional[float] = None
     min_cosine: Optional[float] = Field(None, description="lowest acceptable cosine similarity (None: the precision's default)")
     min_top1: Optional[float] = Field(None, description="lowest acceptable top-1/label agreement (None: the precision's default)")
+    max_rel_l2: Optional[float] = Field(None, description="largest acceptable relative L2 error (None: the precision's default)")
+    min_row_cosine: Optional[float] = Field(None, description="lowest acceptable per-row cosine (None: the precision's default)")
 
 
-TOLERANCE_FORMAT = "OUTPUT:ATOL:RTOL[:MIN_COSINE[:MIN_TOP1]]"
+TOLERANCE_FORMAT = "OUTPUT:ATOL:RTOL[:MIN_COSINE[:MIN_TOP1]] or OUTPUT:KEY=VALUE[:KEY=VALUE...]"
 
 
 def parse_tolerance(text: str) -> ToleranceOverride:
-    """``OUTPUT:ATOL:RTOL[:MIN_COSINE[:MIN_TOP1]]`` (OUTPUT may be ``*``) -> ToleranceOverride.
+    """``OUTPUT:ATOL:RTOL[:MIN_COSINE[:MIN_TOP1]]`` and/or named fields ``KEY=VALUE`` (keys: atol, rtol,
+    cosine, top1, rel_l2, row_cosine), e.g. ``logits:rel_l2=0.2:top1=0.99``. OUTPUT may be ``*``.
 
-    The numbers are the trailing fields (2 to 4 of them); everything before them is the output name.
+    The numbers and named fields are the trailing fields; everything before them is the output name.
     """
-    hint = f"use {TOLERANCE_FORMAT}, e.g. logits:1e-3:1e-2, '*:1e-3:1e-2' or logits:1e-2:1e-2:0.999:0.97"
+    keys = ", ".join(TOLERANCE_FIELDS)
+    hint = f"use {TOLERANCE_FORMAT} (keys: {keys}), e.g. logits:1e-3:1e-2, '*:1e-3:1e-2' or 'logits:rel_l2=0.2:top1=0.99'"
     parts = text.strip().split(":")
     numbers: list[str] = []
-    while len(parts) > 1 and len(numbers) < 4 and _is_number(parts[-1]):
-        numbers.insert(0, parts.pop())
+    named: dict[str, str] = {}
+    while len(parts) > 1:
+        last = parts[-1]
+        key, eq, value = last.partition("=")
+        if eq and key.strip().lower() in TOLERANCE_FIELDS:
+            if key.strip().lower() in named:
+                raise UsageError(f"bad --tolerance {text!r}: {key} is given twice", hint=hint)
+            named[key.strip().lower()] = value
+            parts.pop()
+        elif eq:
+            raise UsageError(f"bad --tolerance {text!r}: unknown field {key!r}", hint=hint)
+        elif not named and len(numbers) < 4 and _is_number(last):
+            numbers.insert(0, parts.pop())
+        else:
+            break
     name = ":".join(parts)
-    if len(numbers) < 2 or not name:
-        if name and len(text.strip().split(":")) >= 3:
+    if not name or (not named and len(numbers) < 2) or len(numbers) == 1:
+        if name and len(text.strip().split(":")) >= 3 and not named:
             raise UsageError(f"bad --tolerance {text!r}: ATOL and RTOL must be numbers", hint=hint)
         raise UsageError(f"bad --tolerance {text!r}", hint=hint)
-    values = [float(n) for n in numbers]
-    if any(v != v or v < 0 for v in values[:2]):
-        raise UsageError(f"bad --tolerance {text!r}: ATOL and RTOL must be non-negative numbers", hint=hint)
-    min_cosine = values[2] if len(values) > 2 else None
-    min_top1 = values[3] if len(values) > 3 else None
-    if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:
-        raise UsageError(f"bad --tolerance {text!r}: MIN_COSINE must lie between -1 and 1", hint=hint)
-    if min_top1 is not None and not 0.0 <= min_top1 <= 1.0:
-        raise UsageError(f"bad --tolerance {text!r}: MIN_TOP1 must lie between 0 and 1", hint=hint)
-    return ToleranceOverride(output=name, atol=values[0], rtol=values[1], min_cosine=min_cosine, min_top1=min_top1)
+    values: dict[str, float] = {}
+    for field, raw in zip(("atol", "rtol", "cosine", "top1"), numbers):
+        values[TOLERANCE_FIELDS[field]] = float(raw)
+    for key, raw in named.items():
+        if not _is_number(raw):
+            raise UsageError(f"bad --tolerance {text!r}: {key} must be a number", hint=hint)
+        if TOLERANCE_FIELDS[key] in values:
+            raise UsageError(f"bad --tolerance {text!r}: {key} is given twice", hint=hint)
+        values[TOLERANCE_FIELDS[key]] = float(raw)
+    for attr, value in values.items():
+        if value != value:
+            raise UsageError(f"bad --tolerance {text!r}: NaN is not a tolerance", hint=hint)
+        if attr in ("atol", "rtol", "max_rel_l2") and value < 0:
+            raise UsageError(f"bad --tolerance {text!r}: ATOL, RTOL and rel_l2 must be non-negative numbers", hint=hint)
+        if attr in ("min_cosine", "min_row_cosine") and not -1.0 <= value <= 1.0:
+            raise UsageError(f"bad --tolerance {text!r}: MIN_COSINE (cosine, row_cosine) must lie between -1 and 1", hint=hint)
+        if attr == "min_top1" and not 0.0 <= value <= 1.0:
+            raise UsageError(f"bad --tolerance {text!r}: MIN_TOP1 must lie between 0 and 1", hint=hint)
+    return ToleranceOverride(output=name, **values)
 
 
 def _is_number(text: str) -> bool:
@@ -156,22 +124,14 @@ def _is_number(text: str) -> bool:
 
 
 def tolerance_for(output: str, precision: str, overrides: list[ToleranceOverride]) -> Tolerance:
-    """The default tolerance of ``precision``, with the most specific user override applied."""
+    """The default tolerance of ``precision``, with the user's overrides applied ('*' first, then the output's own)."""
     base = DEFAULT_TOLERANCES[precision]
-    chosen = None
-    for override in overrides:
-        if override.output == output:
-            chosen = override
-        elif override.output == "*" and (chosen is None or chosen.output == "*"):
-            chosen = override
-    if chosen is None:
-        return base
-    update: dict[str, float] = {"atol": chosen.atol, "rtol": chosen.rtol}
-    if chosen.min_cosine is not None:
-        update["min_cosine"] = chosen.min_cosine
-    if chosen.min_top1 is not None:
-        update["min_top1"] = chosen.min_top1
-    return base.model_copy(update=update)
+    update: dict[str, float] = {}
+    for wanted in ("*", output):
+        for override in overrides:
+            if override.output == wanted:
+                update.update(override.model_dump(exclude={"output"}, exclude_none=True))
+    return base.model_copy(update=update) if update else base
 
 
 def check_tolerance_outputs(overrides: list[ToleranceOverride], outputs: list[str]) -> None:

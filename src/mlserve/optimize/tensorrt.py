@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlserve.errors import UsageError
-from mlserve.optimize.specs import InputSpec
+from mlserve.inputs import InputSpec
 from mlserve.progress import NULL_PROGRESS, Progress
 
 WORKSPACE_BYTES = 2 << 30

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 from mlserve._deps import require
 from mlserve.errors import UsageError
 from mlserve.optimize._quiet import quiet
-from mlserve.optimize.specs import InputSpec
+from mlserve.inputs import InputSpec
 from mlserve.progress import NULL_PROGRESS, Progress
 
 
@@ -36,10 +36,16 @@ class BuildContext:
     workdir: Path
     specs: list[InputSpec]
     calibration: list[dict[str, Any]] | None = None
+    calibration_origin: str = "user data"
     """User feeds for static quantization; None means generated data (with a warning)."""
     calibration_batches: int = 16
     progress: Progress = NULL_PROGRESS
     warnings: list[str] = field(default_factory=list)
+    fusion_export: Callable[[Path], None] | None = None
+    """Writes an export whose attention ONNX Runtime's transformer optimizer can match (a Hugging Face model with
+    eager attention through the TorchScript exporter); None: fuse the main export."""
+    fusion_hints: dict[str, int] = field(default_factory=dict)
+    """num_heads and hidden_size, where the source knows them (the optimizer cannot always tell)."""
     _preprocessed: Path | None = None
 
     def preprocessed(self) -> Path:
@@ -99,6 +105,81 @@ def build_fp32(ctx: BuildContext) -> Built:
         except Exception as exc:  # noqa: BLE001 - ORT reports bad models with its own exception types
             raise VariantBuildError(f"fp32: ONNX Runtime cannot optimize the export: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
     return Built(out, {"variant": "fp32", "graph_optimization_level": "ORT_ENABLE_EXTENDED", "tool": "onnxruntime"})
+
+
+def looks_like_transformer(path: Path) -> bool:
+    """Attention is there: a Softmax fed by a MatMul (scores), plus a layer normalization (fused or not)."""
+    onnx = require("onnx")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    softmax_after_matmul = any(
+        node.op_type == "Softmax" and _upstream_has(node.input[0], producers, graph, {"MatMul", "Einsum"}) for node in graph.node
+    )
+    layer_norm = bool(ops & {"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization"}) or (
+        "ReduceMean" in ops and "Sqrt" in ops)
+    return softmax_after_matmul and layer_norm
+
+
+def _upstream_has(name: str, producers: dict[str, str], graph: Any, wanted: set[str], depth: int = 4) -> bool:
+    by_output = {out: node for node in graph.node for out in node.output}
+    frontier = [name]
+    for _ in range(depth):
+        nxt = []
+        for item in frontier:
+            node = by_output.get(item)
+            if node is None:
+                continue
+            if node.op_type in wanted:
+                return True
+            nxt.extend(node.input)
+        frontier = nxt
+    return False
+
+
+def build_fp32_fused(ctx: BuildContext) -> Built:
+    """ONNX Runtime's transformer optimizer: Attention, SkipLayerNormalization, BiasGelu ... fused (fp32, lossless)."""
+    require("onnxruntime")
+    if not looks_like_transformer(ctx.source_onnx):
+        raise VariantSkipped("the graph has no attention (Softmax after MatMul with layer normalization): nothing to fuse")
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    out = ctx.workdir / "fp32-fused.onnx"
+    heads, hidden = ctx.fusion_hints.get("num_heads", 0), ctx.fusion_hints.get("hidden_size", 0)
+    wanted = {"Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization",
+              "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization"}
+    tries: list[tuple[str, Path]] = []
+    if ctx.fusion_export is not None:
+        fusable = ctx.workdir / "fusion-export.onnx"
+        with ctx.progress.task("fp32-fused: exporting with eager attention for the fusions"), quiet():
+            try:
+                ctx.fusion_export(fusable)
+                tries.append(("eager attention, TorchScript exporter", fusable))
+            except Exception:  # noqa: BLE001 - the main export is fused instead
+                pass
+    tries.append(("the main export", ctx.source_onnx))
+    best: tuple[dict[str, int], Any, str] | None = None
+    errors = []
+    with ctx.progress.task("fp32-fused: ONNX Runtime transformer fusions"), quiet() as log:
+        for what, path in tries:
+            try:
+                model = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0, use_gpu=False)
+                fused = {op: n for op, n in (model.get_fused_operator_statistics() or {}).items() if n and op in wanted}
+            except Exception as exc:  # noqa: BLE001 - the optimizer's pattern matchers fail in many ways on unusual graphs
+                errors.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+                continue
+            # attention fused is what pays; otherwise the graph with most fusions
+            score = (fused.get("Attention", 0) + fused.get("MultiHeadAttention", 0), sum(fused.values()))
+            if best is None or score > (best[0].get("Attention", 0) + best[0].get("MultiHeadAttention", 0), sum(best[0].values())):
+                best = (fused, model, what)
+        if best is None:
+            raise VariantBuildError(f"fp32-fused: the transformer optimizer failed: {'; '.join(errors)} {log.tail(100)}".strip())
+        fused, model, what = best
+        if not fused:
+            raise VariantSkipped("ONNX Runtime's transformer optimizer found no pattern to fuse in this graph")
+        model.save_model_to_file(str(out))
+    return Built(out, {"variant": "fp32-fused", "tool": "onnxruntime.transformers.optimizer.optimize_model", "model_type": "bert",
+                       "opt_level": 0, "num_heads": heads, "hidden_size": hidden, "from": what, "fused": fused})
 
 
 def build_fp16(ctx: BuildContext) -> Built:
@@ -182,7 +263,7 @@ def build_int8_static(ctx: BuildContext) -> Built:
 
     _require_quantizable(ctx.source_onnx, "statically")
     if ctx.calibration:
-        feeds, origin = ctx.calibration, "user data"
+        feeds, origin = ctx.calibration, ctx.calibration_origin
     else:
         feeds = [make_feeds(ctx.specs, batch=1, seed=1000 + i) for i in range(ctx.calibration_batches)]
         origin = "generated N(0,1) data"
@@ -243,6 +324,7 @@ def build_tensorrt(precision: str) -> Callable[[BuildContext], Built]:
 
 BUILDERS: dict[str, Callable[[BuildContext], Built]] = {
     "fp32": build_fp32,
+    "fp32-fused": build_fp32_fused,
     "fp16": build_fp16,
     "int8-dynamic": build_int8_dynamic,
     "int8-static": build_int8_static,
@@ -263,12 +345,16 @@ def cuda_available() -> bool:
     return os.path.exists("/proc/driver/nvidia/version")
 
 
-def auto_variants() -> tuple[list[str], dict[str, str]]:
-    """The candidates worth building on this machine, and the reason each other one is not built."""
+def auto_variants(export: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """The candidates worth building for this model on this machine, and the reason each other one is not built."""
     from mlserve.optimize.tensorrt import tensorrt_unavailable_reason
 
     chosen = ["fp32", "int8-dynamic", "int8-static"]
     skipped: dict[str, str] = {}
+    if export is not None and looks_like_transformer(export):
+        chosen.insert(1, "fp32-fused")
+    else:
+        skipped["fp32-fused"] = "not a transformer graph (no attention to fuse)"
     if cuda_available():
         chosen.append("fp16")
     else:
