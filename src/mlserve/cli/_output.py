@@ -41,13 +41,13 @@ def _cell(value: Any) -> str:
 
 def print_table(out: "Console", header: list[str], rows: list[list[Any]], *, title: str | None = None,
                 right: set[str] | frozenset[str] = frozenset()) -> None:
-    """A table for people on a terminal; tab-separated lines (a header line first, nothing cut) otherwise.
+    """A table for people on a terminal; tab-separated lines (``# title``, a header line, nothing cut) otherwise.
 
     The plain form is what scripts grep: one row per line, cells separated by one tab, tabs and newlines
     inside a cell written as ``\\t`` and ``\\n``. ``right`` names the columns aligned right on a terminal.
     """
-    if plain_output():  # no title line: the output is exactly a header line and one line per row
-        lines = ["\t".join(_cell(c) for c in row) for row in [header, *rows]]
+    if plain_output():  # a title becomes one "# title" line; then a header line and one line per row
+        lines = ([f"# {title}"] if title else []) + ["\t".join(_cell(c) for c in row) for row in [header, *rows]]
         out.file.write("\n".join(lines) + "\n")
         out.file.flush()
         return
