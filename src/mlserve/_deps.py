@@ -28,6 +28,12 @@ EXTRAS: dict[str, str] = {
     "ruamel.yaml": "kubernetes",
     "httpx": "kubernetes",
     "tensorrt": "tensorrt",
+    "uvicorn": "serve",
+    "uvloop": "serve",
+    "httptools": "serve",
+    "orjson": "serve",
+    "grpc": "serve",
+    "prometheus_client": "serve",
 }
 
 
