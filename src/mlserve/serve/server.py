@@ -184,6 +184,10 @@ async def _start_grpc(state: ServerState) -> Any:
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
         ("grpc.so_reuseport", 0),
+        # gRPC core cancels calls beyond 1000 pending (3000 hard) before a handler sees them; let them reach
+        # the model queue, which answers UNAVAILABLE at once when it is full.
+        ("grpc.server.max_pending_requests", 100_000),
+        ("grpc.server.max_pending_requests_hard_limit", 100_000),
     ])
     server.add_generic_rpc_handlers((generic_handler(state),))
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
