@@ -184,6 +184,7 @@ def test_ten_thousand_tiny_requests_at_once(server: ServerProcess) -> None:
     from tritonclient.grpc import service_pb2_grpc
 
     body = json.dumps({"inputs": [{"name": "index", "shape": [1], "datatype": "INT64", "data": [2]}]}).encode()
+    errors_before = metric_value(server.metrics(), "http_requests_total", model="gather", code="500")
 
     async def rest(n: int) -> list[tuple[int, str | None]]:
         conn = aiohttp.TCPConnector(limit=400)
@@ -216,6 +217,8 @@ def test_ten_thousand_tiny_requests_at_once(server: ServerProcess) -> None:
     assert set(grpc_results) <= {"OK", "UNAVAILABLE"}, set(grpc_results)
     assert sum(s == 200 for s, _ in rest_results) > 0 and grpc_results.count("OK") > 0
     text = server.metrics()
-    assert metric_value(text, "http_requests_total", model="gather", code="500") == 1  # only model-raises, once
+    assert metric_value(text, "http_requests_total", model="gather", code="500") == errors_before
+    assert metric_value(text, "http_requests_total", model="gather", code="503") == (
+        sum(s == 503 for s, _ in rest_results) + grpc_results.count("UNAVAILABLE"))
     assert server.get("/v2/health/live")[0] == 200
     assert server.post("/v2/models/mlp/infer", _mlp())[0] == 200
