@@ -98,7 +98,7 @@ def two_inputs(path: Path) -> Path:
     return _save(graph, path)
 
 
-def slow(path: Path, width: int = 1024, layers: int = 24) -> Path:
+def slow(path: Path, width: int = 2048, layers: int = 24) -> Path:
     """A chain of ``layers`` square MatMuls: about width^2 * layers * 2 flops per row (tune with the batch size)."""
     return mlp(path, sizes=(width,) * (layers + 1), seed=1)
 
