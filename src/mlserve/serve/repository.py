@@ -151,6 +151,13 @@ class Repository:
             self._registry = Registry(self.options.registry) if self.options.registry else Registry()
         return self._registry
 
+    def precheck(self) -> None:
+        """Every REF resolves to an ONNX file (no hashing, no session): a wrong REF fails before any bind."""
+        from mlserve.serve.sources import precheck
+
+        for handle in self.handles.values():
+            precheck(handle.ref, None if handle.ref.path is not None else self._registry_for())
+
     def _load_blocking(self, ref: ModelRef) -> tuple[Artifact, OnnxModel]:
         registry = None if ref.path is not None else self._registry_for()
         artifact = resolve_artifact(ref, registry)

@@ -76,6 +76,7 @@ def run_server(options: ServeOptions, *, log: Callable[..., None] | None = None,
         require(module, purpose="mlserve serve")
     uvloop = require("uvloop", purpose="mlserve serve")
     state = ServerState(options, log or JsonLog())
+    state.repo.precheck()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_main(state, on_listening))
 

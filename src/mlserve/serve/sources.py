@@ -99,6 +99,17 @@ def resolve_artifact(ref: ModelRef, registry: Any) -> Artifact:
     return Artifact(name=resolved.model, version=resolved.version, path=path, sha256=actual, stage=ref.stage)
 
 
+def precheck(ref: ModelRef, registry: Any) -> None:
+    """The cheap checks of :func:`resolve_artifact` (exists, is ONNX), before the server binds its ports."""
+    if ref.path is not None:
+        if not ref.path.is_file():
+            raise NotFoundError(f"{ref.text}: no such file")
+        _onnx_file(ref.path, ref.text)
+        return
+    resolved = registry.resolve(ref.text)
+    _onnx_file(Path(resolved.artifact_path), f"{resolved.model}:{resolved.version}")
+
+
 def current_version(ref: ModelRef, registry: Any) -> str | None:
     """The version the stage names now (cheap: no hashing); None for a pinned or file ref."""
     if not ref.follows_stage:
