@@ -142,6 +142,7 @@ def _install_commands() -> None:
     for module in (registry, optimize, benchmark, rollout, quickstart):
         module.install(app)
     from mlserve.cli import serve; serve.install(app)  # noqa: E702 - one line for local testing (wip-serve)
+    from mlserve.cli import deploy; deploy.install(app)  # noqa: E702 - one line for local testing (wip-serve)
 
 
 _install_commands()
