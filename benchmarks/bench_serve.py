@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 PEERS = Path(__file__).resolve().parent / "serve_peers"
-SERVERS = ("raw", "mlserve", "mlserve-nobatch", "mlserver", "mlserver-pw0", "kserve")
+SERVERS = ("raw", "mlserve", "mlserve-nobatch", "mlserve-w2", "mlserver", "mlserver-pw0", "kserve")
 
 
 def free_port() -> int:
@@ -175,10 +175,10 @@ def start_kserve(python: Path, work: Path, files: dict[str, Path]) -> Server:
     return Server("kserve", port, proc, "/v2/models/{model}/infer")
 
 
-def start_mlserve(work: Path, files: dict[str, Path], batching: bool, name: str) -> Server:
+def start_mlserve(work: Path, files: dict[str, Path], batching: bool, name: str, workers: int = 1) -> Server:
     port = free_port()
     cmd = [sys.executable, "-m", "mlserve", "serve", *(str(p) for p in files.values()), "--http-port", str(port),
-           "--grpc-port", "0", "--threads", "1", "--drain-delay", "0"]
+           "--grpc-port", "0", "--threads", "1", "--drain-delay", "0", "--workers", str(workers)]
     if not batching:
         cmd += ["--max-batch-size", "1"]
     proc = start(cmd, work / f"{name}.log")
@@ -404,6 +404,8 @@ def main() -> None:
             running.append(start_mlserve(work, files, True, "mlserve"))
         if "mlserve-nobatch" in servers:
             running.append(start_mlserve(work, files, False, "mlserve-nobatch"))
+        if "mlserve-w2" in servers:
+            running.append(start_mlserve(work, files, True, "mlserve-w2", workers=2))
         if any(s.startswith("mlserver") for s in servers):
             py = ensure_venv(args.cache, "mlserver", ["mlserver==1.7.1", "uvloop<0.22", "onnxruntime", "numpy"])
             if "mlserver" in servers:

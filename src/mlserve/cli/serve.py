@@ -20,7 +20,7 @@ def _opt(flag: str, key: str, help_text: str, **kw: Any) -> Any:
 HostOpt = Annotated[Optional[str], _opt("--host", "serve.host", "Address to listen on (default 127.0.0.1; 0.0.0.0 in a container).")]
 HttpPortOpt = Annotated[Optional[int], _opt("--http-port", "serve.http_port", "REST port: OIP v2, /predict, probes, /metrics (default 8000).")]
 GrpcPortOpt = Annotated[Optional[int], _opt("--grpc-port", "serve.grpc_port", "gRPC port, inference.GRPCInferenceService (default 8001; 0 disables gRPC).")]
-WorkersOpt = Annotated[Optional[int], _opt("--workers", "serve.workers", "Server processes (default 1; only 1 is supported in this version).")]
+WorkersOpt = Annotated[Optional[int], _opt("--workers", "serve.workers", "Server processes sharing the ports, each with its own sessions (default 1).")]
 ThreadsOpt = Annotated[Optional[int], _opt("--threads", "serve.threads", "ONNX Runtime intra-op threads per session (default 1; 0: ONNX Runtime's choice).")]
 InstancesOpt = Annotated[Optional[int], _opt("--instances", "serve.instances", "Executor threads per model, i.e. runs at once (default 1).")]
 DeviceOpt = Annotated[Optional[str], _opt("--device", "serve.device", "Execution provider: cpu, cuda, tensorrt, or auto (CUDA where present) (default cpu).")]

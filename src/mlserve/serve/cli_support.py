@@ -13,12 +13,8 @@ from mlserve.serve.options import ServeOptions
 
 def build_options(p: dict[str, Any]) -> ServeOptions:
     r = config.resolve
-    from mlserve.errors import UsageError
 
     workers = r("serve.workers", p["workers"])
-    if workers != 1:
-        raise UsageError(f"--workers {workers}: this version runs one server process",
-                         hint="run more replicas (or --instances for more concurrent runs per model)")
     batching = BatchingOptions(
         max_batch_size=r("serve.max_batch_size", p["max_batch_size"]),
         max_queue_delay=r("serve.max_queue_delay", p["max_queue_delay"]) / 1000.0,

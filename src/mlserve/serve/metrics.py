@@ -42,6 +42,12 @@ def parse_metrics_labels(items: list[str]) -> dict[str, str]:
     return out
 
 
+def multiprocess_dir() -> str | None:
+    import os
+
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 class ServerMetrics:
     """All metrics of one server, in a registry of their own (nothing from the process's default one)."""
 
@@ -67,18 +73,20 @@ class ServerMetrics:
                                  c + ["model", "version"], buckets=STAGE_BUCKETS, registry=r)
         self.batch = Histogram("mlserve_batch_size", "Rows per model run.", c + ["model", "version"],
                                buckets=BATCH_BUCKETS, registry=r)
+        # multiprocess_mode: how the workers' values add up under --workers > 1 (ignored with one process)
         self.inflight = Gauge("mlserve_inflight_requests", "Inference requests accepted and not yet answered.",
-                              c + ["model"], registry=r)
-        self.queued = Gauge("mlserve_queue_depth", "Requests waiting in the model's queue.", c + ["model"], registry=r)
+                              c + ["model"], registry=r, multiprocess_mode="livesum")
+        self.queued = Gauge("mlserve_queue_depth", "Requests waiting in the model's queue.", c + ["model"], registry=r,
+                            multiprocess_mode="livesum")
         self.info = Gauge("model_info", "1 for the version each model serves now.", c + ["model", "version", "sha256"],
-                          registry=r)
+                          registry=r, multiprocess_mode="livemax")
         self.reloads = Counter("mlserve_model_reloads", "Attempts to switch a model to a new version, by result "
                                "(success, failure).", c + ["model", "result"], registry=r)
         self.reload_failing = Gauge("mlserve_model_reload_failing", "1 while the latest version a stage named failed "
                                     "to load, verify or warm up (the previous version still serves).",
-                                    c + ["model"], registry=r)
+                                    c + ["model"], registry=r, multiprocess_mode="livemax")
         self.ready = Gauge("mlserve_ready", "1 while the server reports ready (0 while starting and draining).", c,
-                           registry=r)
+                           registry=r, multiprocess_mode="livemin")
         self._children: dict[tuple, Any] = {}
         self._lock = threading.Lock()
 
@@ -116,10 +124,9 @@ class ServerMetrics:
 
     def serving(self, model: str, version: str, sha256: str, previous: tuple[str, str] | None) -> None:
         if previous is not None:
-            try:
+            self.info.labels(*self._cv, model, *previous).set(0)  # what other workers read until they swap too
+            if not multiprocess_dir():
                 self.info.remove(*self._cv, model, *previous)
-            except KeyError:
-                pass
         self.info.labels(*self._cv, model, version, sha256).set(1)
 
     def declare_model(self, model: str) -> None:
@@ -138,6 +145,15 @@ class ServerMetrics:
         (self.ready.labels(*self._cv) if self._cv else self.ready).set(1 if ready else 0)
 
     def exposition(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+        if multiprocess_dir():  # --workers > 1: every worker's values, added up as each metric says
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def set_failing(self, model: str, failing: bool) -> None:
+        self.reload_failing.labels(*self._cv, model).set(1 if failing else 0)

@@ -27,6 +27,7 @@ class ServeOptions:
     metrics_labels: dict[str, str] = field(default_factory=dict)
     access_log: bool = False
     allow_non_finite: bool = False
+    reuse_port: bool = False  # set for the worker processes of --workers > 1 (they share the ports)
 
     def check(self) -> "ServeOptions":
         if not self.refs:

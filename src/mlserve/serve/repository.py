@@ -218,7 +218,7 @@ class Repository:
         if wanted is None or (handle.active and wanted == handle.active.version):
             if handle.failure and handle.active and wanted == handle.active.version:
                 handle.failure = None  # the stage went back to what we serve (a rollback): nothing is failing now
-                self.metrics.reload_failing.labels(*self.metrics._cv, handle.name).set(0)
+                self.metrics.set_failing(handle.name, False)
             return
         if handle.failure and handle.failure.version == wanted:
             return  # tried and failed; the next stage change is tried again

@@ -45,10 +45,12 @@ class ServeResult(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # --workers: every worker binds the port, the kernel spreads connections over them
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -77,6 +79,10 @@ def run_server(options: ServeOptions, *, log: Callable[..., None] | None = None,
     uvloop = require("uvloop", purpose="mlserve serve")
     state = ServerState(options, log or JsonLog())
     state.repo.precheck()
+    if options.workers > 1:
+        from mlserve.serve.workers import supervise
+
+        return supervise(options, state.log, on_listening)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_main(state, on_listening))
 
@@ -116,7 +122,7 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
         def capture_signals(self) -> Iterator[None]:  # signals are ours: see _signals
             yield
 
-    http_sock = _bind(opts.host, opts.http_port)
+    http_sock = _bind(opts.host, opts.http_port, opts.reuse_port)
     config = uvicorn.Config(RestApp(state), http="httptools", loop="none", lifespan="off", ws="none",
                             interface="asgi3", access_log=False, log_config=None, log_level="warning",
                             server_header=False, date_header=False, timeout_graceful_shutdown=opts.drain_timeout,
@@ -130,7 +136,7 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
             grpc_server = await _start_grpc(state)
             grpc_url = _url("grpc", opts.host, opts.grpc_port)
         http_url = _url("http", opts.host, opts.http_port)
-        state.log("listening", http=http_url, grpc=grpc_url)
+        state.log("listening", http=http_url, grpc=grpc_url, pid=os.getpid())
         if on_listening is not None:
             on_listening(http_url, grpc_url)
         follower = None
@@ -184,7 +190,7 @@ async def _start_grpc(state: ServerState) -> Any:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if opts.reuse_port else 0),
         # gRPC core cancels calls beyond 1000 pending (3000 hard) before a handler sees them; let them reach
         # the model queue, which answers UNAVAILABLE at once when it is full.
         ("grpc.server.max_pending_requests", 100_000),
