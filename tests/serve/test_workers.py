@@ -18,6 +18,12 @@ def test_two_workers_share_ports_metrics_and_drain(tmp_path, model_files) -> Non
     srv = ServerProcess([str(model_files["gather"])], tmp_path, "--workers", "2", "--drain-delay", "0.5",
                         "--access-log")
     try:
+        import time
+
+        deadline = time.monotonic() + 60
+        while sum(e.get("event") == "ready" for e in srv.log_events()) < 2:  # both workers listen once ready
+            assert time.monotonic() < deadline, srv.stderr()
+            time.sleep(0.1)
         body = {"inputs": [{"name": "index", "shape": [1], "datatype": "INT64", "data": [1]}]}
         for _ in range(40):  # a new connection each time: the kernel spreads them over both workers
             assert srv.post("/v2/models/gather/infer", body)[0] == 200

@@ -122,6 +122,10 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
         def capture_signals(self) -> Iterator[None]:  # signals are ours: see _signals
             yield
 
+    if opts.reuse_port:
+        # A worker of --workers N loads before it binds the shared port: the kernel then sends
+        # connections only to workers that can serve them (the others are ready or not listening).
+        await state.repo.start()
     http_sock = _bind(opts.host, opts.http_port, opts.reuse_port)
     config = uvicorn.Config(RestApp(state), http="httptools", loop="none", lifespan="off", ws="none",
                             interface="asgi3", access_log=False, log_config=None, log_level="warning",
@@ -141,7 +145,7 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
             on_listening(http_url, grpc_url)
         follower = None
         try:
-            load = asyncio.create_task(state.repo.start())
+            load = asyncio.create_task(state.repo.start() if not opts.reuse_port else asyncio.sleep(0))
             waiter = asyncio.create_task(stop.event.wait())
             await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)
             if load.done():
