@@ -58,9 +58,10 @@ def serve(
     Example: mlserve serve churn@production --metrics-label deployment=churn --access-log
     """
     from mlserve.serve.cli_support import build_options, print_listening, serve_logger
+
+    options = build_options(locals())  # every check before the serving libraries load
     from mlserve.serve.server import run_server
 
-    options = build_options(locals())
     result = run_server(options, log=serve_logger(), on_listening=print_listening)
     emit("serve", result, as_json, _render)
 

@@ -40,7 +40,12 @@ def build_options(p: dict[str, Any]) -> ServeOptions:
         access_log=bool(r("serve.access_log", p["access_log"])),
         allow_non_finite=bool(p["allow_non_finite"]),
     )
-    return options.check()
+    options.check()
+    from mlserve.serve.sources import parse_model_ref
+
+    for ref in options.refs:
+        parse_model_ref(ref)
+    return options
 
 
 def serve_logger() -> Any:
