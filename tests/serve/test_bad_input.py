@@ -217,6 +217,7 @@ def test_ten_thousand_tiny_requests_at_once(server: ServerProcess) -> None:
     assert set(grpc_results) <= {"OK", "UNAVAILABLE"}, set(grpc_results)
     assert sum(s == 200 for s, _ in rest_results) > 0 and grpc_results.count("OK") > 0
     text = server.metrics()
+    assert "nope" not in text  # an unknown name in a URL makes no new series
     assert metric_value(text, "http_requests_total", model="gather", code="500") == errors_before
     assert metric_value(text, "http_requests_total", model="gather", code="503") == (
         sum(s == 503 for s, _ in rest_results) + grpc_results.count("UNAVAILABLE"))

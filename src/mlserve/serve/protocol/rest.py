@@ -63,7 +63,7 @@ class RestApp:
                 status, headers, body = await self._other(scope, receive, path, method)
         except _Disconnected:
             if counted:
-                self.metrics.request(499, model, version or self._active_version(model), "rest",
+                self.metrics.request(499, self._label(model), version or self._active_version(model), "rest",
                                      time.perf_counter() - started)
             return
         except RequestError as exc:
@@ -82,13 +82,17 @@ class RestApp:
         await send({"type": "http.response.body", "body": body})
         took = time.perf_counter() - started
         if counted:
-            self.metrics.request(status, model, version, "rest", took)
+            self.metrics.request(status, self._label(model), version, "rest", took)
         if self.access_log is not None:
             self.access_log("request", method=method, path=path, status=status, model=model or None,
                             version=version or None, ms=round(took * 1000, 3),
                             bytes_out=len(body), client=(scope.get("client") or ("", 0))[0])
 
     # ------------------------------------------------------------------ helpers
+
+    def _label(self, model: str) -> str:
+        """The model label of a request: names from URLs that match no model collapse into one series."""
+        return model if model in self.repo.handles else ""
 
     def _active_version(self, model: str) -> str:
         handle = self.repo.handles.get(model)
