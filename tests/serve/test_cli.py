@@ -83,3 +83,32 @@ def test_env_vars_are_settings_and_shown_in_help(cli, monkeypatch: pytest.Monkey
 def test_deploy_help(cli) -> None:  # noqa: ANN001
     text = cli("deploy", "manifests", "--help").stdout
     assert "Example:" in text and "MLSERVE_NAMESPACE" in text
+
+
+def _has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def test_cuda_asked_for_where_there_is_none_exits_7(tmp_path: Path, model_files) -> None:  # noqa: ANN001
+    if _has_cuda():
+        pytest.skip("this machine has CUDA")
+    r = subprocess.run([sys.executable, "-m", "mlserve", "serve", str(model_files["mlp"]), "--device", "cuda",
+                        "--http-port", "18997", "--grpc-port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == exitcodes.MISSING_DEPENDENCY, r.stderr
+    assert "CUDAExecutionProvider" in r.stderr and "--device cpu" in r.stderr
+
+
+@pytest.mark.cuda
+def test_serves_on_cuda(tmp_path: Path, model_files) -> None:  # noqa: ANN001
+    if not _has_cuda():
+        pytest.skip("needs onnxruntime with CUDAExecutionProvider and an NVIDIA GPU")
+    from serve.support import ServerProcess
+
+    with ServerProcess([str(model_files["mlp"])], tmp_path, "--device", "cuda", "--drain-delay", "0") as srv:
+        body = {"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32", "data": [0.1] * 256}]}
+        assert srv.post("/v2/models/mlp/infer", body)[0] == 200
+        loaded = [e for e in srv.log_events() if e.get("event") == "model_loaded"]
+        assert loaded[0]["providers"][0] == "CUDAExecutionProvider"

@@ -197,5 +197,6 @@ def test_predict_health_ready(tmp_path, model_files) -> None:  # noqa: ANN001
         status, _, raw = srv.post("/predict", {"features": [x.tolist(), x.tolist()]})
         assert status == 200 and np.asarray(json.loads(raw)["prediction"]).shape == (2, 10)
         assert srv.get("/health")[0] == 200 and srv.get("/ready")[0] == 200
+        assert f"serving REST (Open Inference Protocol v2, /predict, /metrics) on {srv.url}" in srv.stderr()
         status, _, raw = srv.post("/predict", {"features": [1.0, 2.0]})
         assert status == 400 and b"256" in raw

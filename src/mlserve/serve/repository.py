@@ -155,6 +155,7 @@ class Repository:
         """Every REF resolves to an ONNX file (no hashing, no session): a wrong REF fails before any bind."""
         from mlserve.serve.sources import precheck
 
+        self._providers = choose_providers(self.options.device)  # --device cuda without CUDA: exit 7 here
         for handle in self.handles.values():
             precheck(handle.ref, None if handle.ref.path is not None else self._registry_for())
 

@@ -127,7 +127,8 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
         # connections only to workers that can serve them (the others are ready or not listening).
         await state.repo.start()
     http_sock = _bind(opts.host, opts.http_port, opts.reuse_port)
-    config = uvicorn.Config(RestApp(state), http="httptools", loop="none", lifespan="off", ws="none",
+    rest = RestApp(state)
+    config = uvicorn.Config(rest, http="httptools", loop="none", lifespan="off", ws="none",
                             interface="asgi3", access_log=False, log_config=None, log_level="warning",
                             server_header=False, date_header=False, timeout_graceful_shutdown=opts.drain_timeout,
                             timeout_keep_alive=75, backlog=2048)
@@ -177,7 +178,8 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
         await asyncio.gather(*closing, return_exceptions=True)
         await state.repo.release(opts.drain_timeout)
         drained = time.perf_counter() - drain_started
-        state.log("stopped", signal=stop.signal, drained_seconds=round(drained, 3))
+        state.log("stopped", signal=stop.signal, drained_seconds=round(drained, 3), rest_accepted=rest.accepted,
+                  rest_answered=rest.answered, rest_abandoned_by_client=rest.abandoned)
     models = [ServedModel(name=h.name, version=h.active.version if h.active else None,
                           follows=f"{h.name}@{h.ref.stage}" if h.ref.follows_stage else None, swaps=h.swaps)
               for h in state.repo.handles.values()]

@@ -37,11 +37,14 @@ class RestApp:
         self.limit = state.options.max_request_bytes
         self.allow_non_finite = state.options.allow_non_finite
         self.access_log = state.log if state.options.access_log else None
+        # requests that reached the application, answered, and given up by their clients (for the drain report)
+        self.accepted = self.answered = self.abandoned = 0
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
+        self.accepted += 1
         path: str = scope["path"]
         method: str = scope["method"]
         version = ""
@@ -62,6 +65,7 @@ class RestApp:
             else:
                 status, headers, body = await self._other(scope, receive, path, method)
         except _Disconnected:
+            self.abandoned += 1
             if counted:
                 self.metrics.request(499, self._label(model), version or self._active_version(model), "rest",
                                      time.perf_counter() - started)
@@ -80,6 +84,7 @@ class RestApp:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        self.answered += 1
         took = time.perf_counter() - started
         if counted:
             self.metrics.request(status, self._label(model), version, "rest", took)
