@@ -191,6 +191,7 @@ def test_disconnected_client_frees_its_queue_slot(tmp_path, model_files) -> None
         time.sleep(0.3)
         status, _, _ = srv.post("/v2/models/slow/infer", small, timeout=30)
         assert status == 503  # full
+        assert metric_value(srv.metrics(), "mlserve_queue_depth", model="slow") == 2
         for s in waiting:
             s.close()  # these clients give up
         time.sleep(0.3)

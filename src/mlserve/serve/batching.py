@@ -57,12 +57,13 @@ BatchObserver = Callable[[int, float, float], None]  # (rows, queue seconds of t
 class Batcher:
     def __init__(self, run: Callable[[dict[str, np.ndarray], list[str] | None], list[np.ndarray]], *,
                  batchable: bool, options: BatchingOptions, loop: asyncio.AbstractEventLoop,
-                 observe: BatchObserver | None = None, name: str = "model") -> None:
+                 observe: BatchObserver | None = None, name: str = "model", depth: Any = None) -> None:
         self._run = run
         self._batchable = batchable and options.max_batch_size > 1
         self.options = options
         self._loop = loop
         self._observe = observe
+        self._depth = depth  # a gauge (prometheus-client child) of the queue's length, or None
         self._queue: collections.deque[Pending] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
@@ -87,6 +88,8 @@ class Batcher:
                 raise Overloaded(f"the queue is full ({self.options.max_queue} requests waiting; see --max-queue)")
             self._queue.append(item)
             self._cond.notify()
+            if self._depth is not None:
+                self._depth.set(len(self._queue))
         if self.options.request_timeout > 0:
             item.timer = self._loop.call_later(self.options.request_timeout, self._expire, item)
         future.add_done_callback(lambda f, item=item: self._settled(item, f))
@@ -154,6 +157,8 @@ class Batcher:
             batch = self._take()
             if batch is None:
                 return
+            if self._depth is not None:
+                self._depth.set(len(self._queue))
             batch = [item for item in batch if not item.future.done()]
             if not batch:
                 continue

@@ -174,7 +174,7 @@ class Repository:
         loop = asyncio.get_running_loop()
         batcher = Batcher(model.run, batchable=model.batchable, options=self.options.batching, loop=loop,
                           observe=self.metrics.batch_observer(artifact.name, artifact.version),
-                          name=f"{artifact.name}-{artifact.version}")
+                          name=f"{artifact.name}-{artifact.version}", depth=self.metrics.queue_gauge(artifact.name))
         loaded = LoadedVersion(artifact, model, batcher, self.metrics.inflight_gauge(artifact.name))
         old = handle.active
         handle.active = loaded  # the switch: one assignment on the loop thread
