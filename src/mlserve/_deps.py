@@ -31,6 +31,12 @@ EXTRAS: dict[str, str] = {
     "transformers": "hf",
     "tokenizers": "hf",
     "onnxruntime.transformers": "onnx",
+    "uvicorn": "serve",
+    "uvloop": "serve",
+    "httptools": "serve",
+    "orjson": "serve",
+    "grpc": "serve",
+    "prometheus_client": "serve",
 }
 
 

@@ -62,6 +62,30 @@ SETTINGS: dict[str, Setting] = {
         Setting("rollout.prometheus_url", "MLSERVE_PROMETHEUS_URL", "Prometheus base URL", lambda: "http://127.0.0.1:9090"),
         Setting("rollout.namespace", "MLSERVE_NAMESPACE", "Kubernetes namespace", lambda: "default"),
         Setting("rollout.kubeconfig", "MLSERVE_KUBECONFIG", "kubeconfig file (else KUBECONFIG / in-cluster)", lambda: None),
+        # mlserve serve (docs/serve.md)
+        Setting("serve.host", "MLSERVE_SERVE_HOST", "address to listen on", lambda: "127.0.0.1"),
+        Setting("serve.http_port", "MLSERVE_SERVE_HTTP_PORT", "REST port", lambda: 8000, int),
+        Setting("serve.grpc_port", "MLSERVE_SERVE_GRPC_PORT", "gRPC port (0: no gRPC)", lambda: 8001, int),
+        Setting("serve.workers", "MLSERVE_SERVE_WORKERS", "server processes", lambda: 1, int),
+        Setting("serve.threads", "MLSERVE_SERVE_THREADS", "ONNX Runtime intra-op threads per session", lambda: 1, int),
+        Setting("serve.instances", "MLSERVE_SERVE_INSTANCES", "executor threads per model", lambda: 1, int),
+        Setting("serve.device", "MLSERVE_SERVE_DEVICE", "auto, cpu, cuda or tensorrt", lambda: "cpu"),
+        Setting("serve.max_batch_size", "MLSERVE_SERVE_MAX_BATCH_SIZE", "rows per run (1: no batching)", lambda: 32, int),
+        Setting("serve.max_queue_delay", "MLSERVE_SERVE_MAX_QUEUE_DELAY", "milliseconds to wait for a fuller batch",
+                lambda: 0.0, float),
+        Setting("serve.max_queue", "MLSERVE_SERVE_MAX_QUEUE", "queued requests per model before 503", lambda: 1024, int),
+        Setting("serve.request_timeout", "MLSERVE_SERVE_REQUEST_TIMEOUT", "seconds per request (0: none)",
+                lambda: 60.0, float),
+        Setting("serve.max_request_bytes", "MLSERVE_SERVE_MAX_REQUEST_BYTES", "largest request body / gRPC message",
+                lambda: 64 * 1024 * 1024, int),
+        Setting("serve.drain_delay", "MLSERVE_SERVE_DRAIN_DELAY", "seconds of serving after SIGTERM, not ready",
+                lambda: 5.0, float),
+        Setting("serve.drain_timeout", "MLSERVE_SERVE_DRAIN_TIMEOUT", "seconds for in-flight requests to finish",
+                lambda: 30.0, float),
+        Setting("serve.poll_interval", "MLSERVE_SERVE_POLL_INTERVAL", "seconds between reads of a followed stage",
+                lambda: 1.0, float),
+        Setting("serve.access_log", "MLSERVE_SERVE_ACCESS_LOG", "one JSON line per request on stderr", lambda: False,
+                _parse_bool),
     ]
 }
 
@@ -80,6 +104,7 @@ ENVIRONMENT: list[EnvVar] = [
                             "BUILD_REQUESTEDFOR, then user@host)"),
     EnvVar("MLSERVE_NO_PROGRESS", "set to 1 to draw no progress bars on stderr"),
     EnvVar("NO_COLOR", "set to anything to print no colours"),
+    EnvVar("MLSERVE_SERVE_METRICS_LABELS", "mlserve serve: constant metric labels, KEY=VALUE separated by spaces"),
 ]
 """Environment variables that are not settings (settings add their own, see :func:`environment`)."""
 

@@ -57,6 +57,8 @@ COMMANDS: dict[str, Entry] = {
     "benchmark": Entry("mlserve.cli.benchmark:install", "Measure latency and throughput of models.", "Models"),
     "rollout": Entry("mlserve.cli.rollout:install", "Canary and blue-green rollouts judged by metrics.", "Delivery"),
     "ab": Entry("mlserve.cli.ab:ab_app", "Plan A/B experiments and analyze them into a verdict.", "Delivery"),
+    "serve": Entry("mlserve.cli.serve:serve", "Serve ONNX models over OIP v2 (REST and gRPC).", "Delivery"),
+    "deploy": Entry("mlserve.cli.deploy:app", "Print Kubernetes manifests for mlserve serve.", "Delivery"),
     "quickstart": Entry("mlserve.cli.quickstart:quickstart", "Run the whole workflow on an example model.", "Setup"),
     "config": Entry("mlserve.cli.config:show_config", "Show the settings in effect and where they come from.",
                     "Setup"),
