@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's config, registry or colours."""
     for var in list(os.environ):
-        if var.startswith("MLSERVE_"):
+        # MLSERVE_REQUIRE_* / MLSERVE_TEST_* steer the test run itself (CI sets MLSERVE_REQUIRE_PROMETHEUS=1 so that a
+        # missing Prometheus fails instead of skipping): they stay; every setting of mlserve's goes.
+        if var.startswith("MLSERVE_") and not var.startswith(("MLSERVE_REQUIRE_", "MLSERVE_TEST_")):
             monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("MLSERVE_CONFIG", raising=False)  # the default file, under XDG_CONFIG_HOME below, is absent
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))

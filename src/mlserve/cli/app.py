@@ -188,16 +188,15 @@ def load_command(name: str) -> Any:
     entry = COMMANDS[name]
     module_name, attr = entry.target.split(":")
     obj = getattr(importlib.import_module(module_name), attr)
-    if isinstance(obj, typer.Typer):
-        command = typer.main.get_command(obj)
+    holder = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
+    if isinstance(obj, typer.Typer):  # a group, even of one command (typer would collapse it into that command)
+        holder.add_typer(obj, name=name)
+    elif attr == "install":
+        obj(holder)
     else:
-        holder = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
-        if attr == "install":
-            obj(holder)
-        else:
-            holder.command(name)(obj)
-        command = typer.main.get_command(holder)
-        command = getattr(command, "commands", {}).get(name, command)
+        holder.command(name)(obj)
+    command = typer.main.get_command(holder)
+    command = getattr(command, "commands", {}).get(name, command)
     command.name = name
     command.short_help = entry.summary
     _polish(command)
