@@ -12,7 +12,7 @@ from mlserve.errors import InvalidNameError
 from mlserve.registry import RegistryRef, parse_ref
 from mlserve.registry.names import check_model_name
 from mlserve.registry.schema import Event, ModelIndex, VersionRecord, VersionState
-from mlserve.registry.store import _dump, _load_doc
+from mlserve.registry.layout import dump_doc as _dump, load_doc as _load_doc
 
 names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_+-]{0,30}(\.[A-Za-z0-9_+-]{1,5})?\Z")
 stages = st.from_regex(r"\A[a-z][a-z0-9_-]{0,15}\Z").filter(lambda s: s not in {"archived", "registered", "none"})

@@ -1,45 +1,43 @@
-"""``verify``: check a registry against itself, and with ``repair`` put back what can be put back.
+"""``verify``: check a registry against itself; with ``repair``, rebuild what can be rebuilt.
 
-What it checks: every index document loads; every artifact matches its checksum; stage symlinks
-point at complete versions inside the model and agree with ``model.json``; ``current`` points at
-production; every version has its digest link and register event; and it finds what interrupted
-writes leave behind (temporary files, staging copies of dead processes, half-deleted versions,
-a torn last journal line, an unfinished stage change). Checksum mismatches and dangling stage
-links are reported but never "repaired": that would hide damage.
+The journal and the stage links are the truth; ``model.json``, ``state.json``, ``registry.json``,
+digest links and tombstones are derived from them (and a lost ``version.json`` from its register
+event, digest link and artifact, where those agree). Repair rebuilds derived files, restores a
+broken stage link from the journal (it never just erases a stage), finishes or discards an
+interrupted change, quarantines damaged journal lines, and removes leftovers of writers that are
+gone (a staging entry whose liveness lock nobody holds). It never "repairs" a checksum mismatch or
+a version that is gone: that would hide damage; those are reported as not repairable, by name.
+
+Each model is checked under its lock (taken without creating anything when not repairing, so a
+read-only registry can be verified), so a writer half-way through never looks like damage.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from mlserve.errors import CorruptIndexError, IntegrityError
+from mlserve.errors import CorruptIndexError, IntegrityError, NotFoundError, UsageError
 from mlserve.progress import Progress
-from mlserve.registry import fsio
-from mlserve.registry.schema import ModelIndex, Problem, RootIndex, StageTxn, VerifyReport, VersionRecord
-
-if TYPE_CHECKING:
-    from mlserve.registry.store import Registry
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from mlserve.registry import (
+    artifacts, fsio, indexes, journal, locks, recovery, retention, stages, txn, versions,
+)
+from mlserve.registry.layout import PRODUCTION, Layout, ModelPaths, load_doc, now, save_doc
+from mlserve.registry.schema import Event, ModelIndex, Problem, RootIndex, VerifyReport, VersionRecord
 
 
-class _Checker:
-    def __init__(self, reg: "Registry", repair: bool) -> None:
-        self.reg, self.repair = reg, repair
+class Checker:
+    """Collects problems; under ``repair`` runs each fix as soon as its problem is found (later checks
+    then see the repaired state)."""
+
+    def __init__(self, repair: bool) -> None:
+        self.repair = repair
         self.problems: list[Problem] = []
 
     def problem(self, model: str | None, kind: str, message: str, *, version: str | None = None,
-                path: Path | None = None, fix: Callable[[], None] | None = None) -> None:
+                path: Path | str | None = None, fix: Callable[[], None] | None = None) -> None:
         item = Problem(model=model, version=version, kind=kind, path=str(path) if path else None, message=message,
                        repairable=fix is not None)
         if fix is not None and self.repair:
@@ -48,209 +46,510 @@ class _Checker:
         self.problems.append(item)
 
 
-def verify_registry(reg: "Registry", name: str | None, *, repair: bool, content: bool,
-                    progress: Progress) -> VerifyReport:
-    from mlserve.registry.store import _load_doc, _dump, now
-
-    check = _Checker(reg, repair)
-    root = reg.root
-    marker = root / "registry.json"
+def verify_registry(layout: Layout, name: str | None, *, repair: bool, content: bool, progress: Progress,
+                    lock_timeout: float, actor: str) -> VerifyReport:
+    root = layout.root
+    layout.refuse_non_directory()
     if not root.exists():
-        from mlserve.errors import NotFoundError
-
         raise NotFoundError(f"registry {root} does not exist", hint="check --registry / MLSERVE_REGISTRY")
-    reg._check_root()
+    check = Checker(repair)
+    _check_root(layout, check)
+    if name:
+        paths = layout.model(name)
+        if not paths.dir.is_dir():
+            raise NotFoundError(f"model {name!r} not found in registry {root}")
+        names = [name]
+    elif layout.models_dir.is_dir():
+        names = []
+        for entry in sorted(os.scandir(layout.models_dir), key=lambda e: e.name):
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            if _is_name(entry.name):
+                names.append(entry.name)
+            else:
+                check.problem(None, "unknown-entry", f"{entry.path} is not a model (its name is not a valid model name)",
+                              path=entry.path)
+    else:
+        names = []
+    checked = 0
+    for model in names:
+        paths = layout.model(model)
+        with locks.model_lock(paths.lock, model, lock_timeout, read_only=not repair):
+            checked += ModelCheck(paths, check, actor=actor, content=content, progress=progress).run()
+    return VerifyReport(registry=root, models_checked=len(names), versions_checked=checked, problems=check.problems,
+                        repaired=repair)
+
+
+def _check_root(layout: Layout, check: Checker) -> None:
+    marker, root = layout.marker, layout.root
+    if layout.models_dir.exists() and not layout.models_dir.is_dir():
+        check.problem(None, "not-a-directory", f"{layout.models_dir} is a file, not the registry's models directory: "
+                      "no model can be read", path=layout.models_dir)
     if marker.exists():
         try:
-            _load_doc(marker, RootIndex, "registry index")
+            load_doc(marker, RootIndex, "registry index")
         except CorruptIndexError as exc:
-            check.problem(None, "corrupt-index", exc.message, path=marker)
-    elif reg.models_dir.is_dir():
-        check.problem(None, "missing-index", f"{marker} is missing", path=marker,
-                      fix=lambda: fsio.atomic_write_bytes(marker, _dump(RootIndex(created_at=now()))))
-    for sub in (".staging", ".trash"):
-        folder = root / sub
-        for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if sub == ".staging":
-                pid = entry.name.split("-", 1)[0]
-                if pid.isdigit() and _pid_alive(int(pid)):
-                    continue  # a register in progress
-            check.problem(None, "leftover", f"leftover of an interrupted {'register' if sub == '.staging' else 'gc'}: "
-                          f"{entry}", path=entry, fix=lambda e=entry: fsio.remove_tree(e))
-    names = [name] if name else sorted(
-        e.name for e in os.scandir(reg.models_dir) if e.is_dir()) if reg.models_dir.is_dir() else []
-    if name:
-        reg.model_dir(name)  # validates the name
-        if not reg.model_dir(name).is_dir():
-            from mlserve.errors import NotFoundError
-
-            raise NotFoundError(f"model {name!r} not found in registry {root}")
-    versions_checked = 0
-    for model in names:
-        versions_checked += _verify_model(reg, check, model, content=content, progress=progress)
-    return VerifyReport(registry=root, models_checked=len(names), versions_checked=versions_checked,
-                        problems=check.problems, repaired=repair)
+            check.problem(None, "corrupt-index", exc.message, path=marker, fix=lambda: _rebuild_marker(layout))
+    elif layout.models_dir.is_dir():
+        check.problem(None, "missing-index", f"{marker} is missing", path=marker, fix=lambda: _rebuild_marker(layout))
+    elif any(True for _ in os.scandir(root)):
+        raise UsageError(f"{root} is not an mlserve registry (no registry.json)")
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(fsio.TMP_PREFIX):
+            check.problem(None, "leftover", f"temporary file of an interrupted write: {entry}", path=entry,
+                          fix=lambda e=entry: fsio.remove_tree(e))
+    _check_staging(layout, check)
+    if layout.legacy_trash.is_dir():  # written by mlserve before gc kept its trash under the model lock
+        for entry in sorted(layout.legacy_trash.iterdir()):
+            check.problem(None, "leftover", f"leftover of an interrupted gc: {entry}", path=entry,
+                          fix=lambda e=entry: fsio.remove_tree(e))
 
 
-def _verify_model(reg: "Registry", check: _Checker, model: str, *, content: bool, progress: Progress) -> int:
-    # also without --repair: a writer half-way through would otherwise look like damage (a false red in CI)
-    from filelock import FileLock, Timeout
+def _rebuild_marker(layout: Layout) -> None:
+    times = []
+    for entry in os.scandir(layout.models_dir) if layout.models_dir.is_dir() else []:
+        index = indexes.read_index_or_none(layout.model(entry.name)) if _is_name(entry.name) else None
+        if index is not None:
+            times.append(index.created_at)
+    save_doc(layout.marker, RootIndex(created_at=min(times, key=lambda t: t.timestamp()) if times else now()))
 
-    from mlserve.errors import LockTimeoutError
 
+def _is_name(text: str) -> bool:
     try:
-        with FileLock(str(reg.model_dir(model) / ".lock"), timeout=reg.lock_timeout):
-            return _verify_model_unlocked(reg, check, model, content=content, progress=progress)
-    except Timeout as exc:
-        raise LockTimeoutError(f"could not lock model {model!r} within {reg.lock_timeout:g}s to verify it") from exc
+        from mlserve.registry.names import check_model_name
+
+        check_model_name(text)
+        return True
+    except UsageError:
+        return False
 
 
-def _verify_model_unlocked(reg: "Registry", check: _Checker, model: str, *, content: bool, progress: Progress) -> int:
-    from mlserve.registry.store import _load_doc, _dump, now, PRODUCTION
+def _check_staging(layout: Layout, check: Checker) -> None:
+    folder = layout.staging
+    if not folder.is_dir():
+        return
+    entries = sorted(folder.iterdir())
+    names = {e.name for e in entries}
+    for entry in entries:
+        if entry.name.endswith(".lock"):
+            if entry.name[:-5] in names or locks.entry_is_live(entry):
+                continue  # checked with its entry, or a writer between taking the lock and creating the entry
+            check.problem(None, "leftover", f"lock file of a finished or dead register: {entry}", path=entry,
+                          fix=lambda e=entry: _remove_dead(e, None))
+            continue
+        lock = folder / f"{entry.name}.lock"
+        if locks.entry_is_live(lock):
+            continue  # a register in progress (its writer holds the lock, in whatever container or host)
+        check.problem(None, "leftover", f"leftover of an interrupted register: {entry}", path=entry,
+                      fix=lambda e=entry, lk=lock: _remove_dead(lk, e))
 
-    model_dir = reg.model_dir(model)
-    # leftovers of interrupted atomic writes
-    for folder in [model_dir, model_dir / "stages", model_dir / "digests", *(
-            p for p in (model_dir / "versions").iterdir() if p.is_dir()
-    )] if (model_dir / "versions").is_dir() else [model_dir, model_dir / "stages", model_dir / "digests"]:
-        for entry in folder.iterdir() if folder.is_dir() else []:
-            if entry.name.startswith(fsio.TMP_PREFIX):
-                check.problem(model, "leftover", f"temporary file of an interrupted write: {entry}", path=entry,
-                              fix=lambda e=entry: fsio.remove_tree(e))
-    txn_path = model_dir / ".txn.json"
-    if txn_path.exists():
-        try:
-            txn = StageTxn.model_validate_json(txn_path.read_bytes())
-            what = f"{txn.stage}: {txn.from_version} -> {txn.to_version}"
-        except Exception:  # noqa: BLE001 - a damaged txn record is a leftover too
-            what = "unreadable record"
-        check.problem(model, "interrupted-stage-change", f"an interrupted stage change ({what})", path=txn_path,
-                      fix=lambda: reg._recover(model))
-    index_path = model_dir / "model.json"
-    index: ModelIndex | None = None
-    try:
-        index = _load_doc(index_path, ModelIndex, "model index")
-    except FileNotFoundError:
-        rebuilt = ModelIndex(name=model, created_at=now())
-        check.problem(model, "missing-index", f"{index_path} is missing", path=index_path,
-                      fix=lambda: reg._save_model_index(rebuilt))
-        index = rebuilt if check.repair else None
-    except CorruptIndexError as exc:
-        check.problem(model, "corrupt-index", exc.message, path=index_path)
-    # journal
-    journal = model_dir / "journal.jsonl"
-    event_versions: set[str] = set()
-    if journal.exists():
-        from mlserve.registry.schema import Event
 
-        lines = journal.read_bytes().split(b"\n")
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                event = Event.model_validate_json(line)
-            except Exception:  # noqa: BLE001
-                if number == len(lines):
-                    check.problem(model, "torn-journal-line", f"{journal}: last line was cut off by a killed writer",
-                                  path=journal, fix=lambda: _cut_torn_line(journal))
-                else:
-                    check.problem(model, "corrupt-journal", f"{journal} line {number} is not a valid event", path=journal)
-                continue
-            if event.kind == "register" and event.version:
-                event_versions.add(event.version)
-    # versions
-    records: dict[str, VersionRecord] = {}
-    versions_dir = model_dir / "versions"
-    entries = sorted(e for e in versions_dir.iterdir() if not e.name.startswith(".")) if versions_dir.is_dir() else []
-    for vdir in entries:
-        try:
-            record = _load_doc(vdir / "version.json", VersionRecord, "version record")
-        except FileNotFoundError:
-            check.problem(model, "incomplete-version", f"{vdir} has no version.json", version=vdir.name, path=vdir)
-            continue
-        except CorruptIndexError as exc:
-            check.problem(model, "corrupt-index", exc.message, version=vdir.name, path=vdir / "version.json")
-            continue
-        records[record.version] = record
-        if content:
-            try:
-                reg._verify_checksum(record, progress)
-            except IntegrityError as exc:
-                check.problem(model, "checksum-mismatch", exc.message, version=record.version,
-                              path=reg._artifact_path(record))
-        digest_link = model_dir / "digests" / record.sha256
-        if reg._by_digest(model, record.sha256) is None:
-            check.problem(model, "missing-digest-link", f"no digest link for version {record.version}",
-                          version=record.version, path=digest_link,
-                          fix=lambda r=record: reg._link_digest(model, r.sha256, r.version))
-        if record.version not in event_versions:
-            check.problem(model, "missing-register-event", f"version {record.version} has no register event in the journal",
-                          version=record.version, path=journal,
-                          fix=lambda r=record: reg._append(reg._event(model, "register", version=r.version,
-                                                                      reason="recovered by verify --repair",
-                                                                      details={"sha256": r.sha256, "recovered": True})))
-    seen: dict[int, str] = {}
-    for record in sorted(records.values(), key=lambda r: r.version):
-        if record.seq in seen:
-            check.problem(model, "duplicate-sequence", f"versions {seen[record.seq]} and {record.version} share sequence "
-                          f"number {record.seq}: their order (and what gc keeps) is ambiguous", version=record.version)
-        seen.setdefault(record.seq, record.version)
-    digests = model_dir / "digests"
-    for link in digests.iterdir() if digests.is_dir() else []:
-        if link.name.startswith(fsio.TMP_PREFIX):
-            continue
-        target = Path(os.readlink(link)).name if link.is_symlink() else None
-        if target not in records or records[target].sha256 != link.name:
-            check.problem(model, "stale-digest-link", f"digest link {link.name[:16]}... points at no matching version",
-                          path=link, fix=lambda p=link: p.unlink(missing_ok=True))
-    # stages
-    links: dict[str, str] = {}
-    stages_dir = model_dir / "stages"
-    for link in stages_dir.iterdir() if stages_dir.is_dir() else []:
-        if link.name.startswith(fsio.TMP_PREFIX):
-            continue
-        if not link.is_symlink():
-            check.problem(model, "bad-stage-link", f"{link} is not a symlink", path=link)
-            continue
-        raw = os.readlink(link)
-        version = Path(raw).name
-        if raw != f"../versions/{version}":
-            check.problem(model, "foreign-stage-link", f"stage {link.name} points outside the model: {raw}", path=link)
-        elif version not in records:
-            check.problem(model, "dangling-stage-link",
-                          f"stage {link.name} points at version {version}, which is missing or incomplete",
-                          path=link)
+def _remove_dead(lock: Path, entry: Path | None) -> None:
+    with locks.claim_dead_entry(lock) as dead:
+        if dead and entry is not None:
+            fsio.remove_tree(entry)
+
+
+class ModelCheck:
+    """The checks of one model, in an order where each repair leaves a sound base for the next."""
+
+    def __init__(self, paths: ModelPaths, check: Checker, *, actor: str, content: bool, progress: Progress) -> None:
+        self.paths, self.check, self.actor, self.content, self.progress = paths, check, actor, content, progress
+        self.model = paths.name
+        self.records: dict[str, VersionRecord] = {}
+        self.events: list[Event] = []
+        self.journal_damaged = False
+
+    def problem(self, kind: str, message: str, **kw) -> None:
+        self.check.problem(self.model, kind, message, **kw)
+
+    def run(self) -> int:
+        self.pending_change()
+        self.shapes()
+        self.leftovers()
+        self.journal()
+        self.versions()
+        self.disk_against_journal()
+        self.digest_links()
+        self.stage_links()
+        self.model_index()
+        self.current_link()
+        return len(self.records)
+
+    # ------------------------------------------------------------ interrupted changes and leftovers
+
+    def pending_change(self) -> None:
+        paths = self.paths
+        if not paths.txn.exists():
+            return
+        record, done = recovery.pending(paths)
+        if record is None:
+            what = "an unreadable write-ahead record (cut before its commit point)"
         else:
-            links[link.name] = version
-    if index is not None and index.stages != links:
-        def fix_index(idx: ModelIndex = index) -> None:
-            idx.stages = dict(links)
-            reg._save_model_index(idx)
+            what = (f"an interrupted change that committed and whose follow-ups are missing ({recovery.describe(record)})"
+                    if done else f"an interrupted change that never committed ({recovery.describe(record)})")
+        self.problem("interrupted-change", what, path=paths.txn, fix=lambda: recovery.recover(paths))
 
-        check.problem(model, "index-mismatch", f"model.json stages {index.stages} disagree with the symlinks {links}",
-                      path=index_path, fix=fix_index)
-    if index is not None and records:
-        top = max(r.seq for r in records.values())
-        if index.next_seq <= top or index.latest not in records:
-            def fix_seq(idx: ModelIndex = index) -> None:
-                idx.next_seq = max(idx.next_seq, top + 1)
-                idx.latest = max(records.values(), key=lambda r: r.seq).version
-                reg._save_model_index(idx)
+    def shapes(self) -> None:
+        for folder in (self.paths.versions, self.paths.stages, self.paths.digests, self.paths.tombstones):
+            if folder.exists() and not folder.is_dir():
+                if folder == self.paths.versions:
+                    self.problem("not-a-directory", f"{folder} is a file: the model's versions cannot be read",
+                                 path=folder)
+                else:
+                    self.problem("not-a-directory", f"{folder} is a file, not a directory (moved aside by repair, "
+                                 "then rebuilt)", path=folder, fix=lambda f=folder: _move_aside(f))
 
-            check.problem(model, "index-mismatch", "model.json sequence counter or latest version is behind the versions",
-                          path=index_path, fix=fix_seq)
-    current = model_dir / "current"
-    if PRODUCTION in links:
-        if not current.is_symlink() or os.readlink(current) != f"stages/{PRODUCTION}":
-            check.problem(model, "bad-current-link", f"{current} does not point at stages/{PRODUCTION}", path=current,
-                          fix=lambda: fsio.atomic_symlink(f"stages/{PRODUCTION}", current))
-    return len(records)
+    def leftovers(self) -> None:
+        paths = self.paths
+        folders = [paths.dir, paths.stages, paths.digests, paths.tombstones]
+        folders += [Path(e.path) for e in _scan(paths.versions) if e.is_dir(follow_symlinks=False)]
+        for folder in folders:
+            for entry in _scan(folder):
+                if entry.name.startswith(fsio.TMP_PREFIX):
+                    self.problem("leftover", f"temporary file of an interrupted write: {entry.path}", path=entry.path,
+                                 fix=lambda e=entry.path: fsio.remove_tree(e))
+        for entry in _scan(paths.trash):  # under the lock: no gc is deleting it now
+            self.problem("leftover", f"leftover of an interrupted gc: {entry.path}", path=entry.path,
+                         fix=lambda e=entry.path: fsio.remove_tree(e))
+
+    # ------------------------------------------------------------ the journal
+
+    def journal(self) -> None:
+        paths = self.paths
+        read = journal.read(paths)
+        bad = [d for d in read.damaged if not d.torn]
+        done: list[bool] = []
+
+        def quarantine_all() -> None:  # one rewrite for every bad line: their offsets stay valid
+            if not done:
+                journal.quarantine(paths, bad)
+                done.append(True)
+
+        for damaged in read.damaged:
+            if damaged.torn:
+                self.problem("torn-journal-line", f"{paths.journal}: the last line was cut off by a killed writer",
+                             path=paths.journal, fix=lambda: journal.cut_torn_line(paths))
+            else:
+                self.problem("corrupt-journal", f"{paths.journal} line {damaged.number} (byte {damaged.offset}) is not "
+                             f"a valid event ({damaged.reason}); repair moves it to {paths.quarantine.name}",
+                             path=paths.journal, fix=quarantine_all)
+        self.journal_damaged = bool(bad) or read.quarantined > 0
+        self.events = read.events
+        pending = txn.pending_event(paths, {e.id for e in self.events})
+        if pending is not None:
+            self.events = [*self.events, pending]
+        for event_id, copies in journal.duplicate_ids(self.events).items():
+            if all(c == copies[0] for c in copies):
+                self.problem("duplicate-event", f"event {event_id} is journaled {len(copies)} times",
+                             path=paths.journal, fix=self._drop_duplicates)
+            else:
+                self.problem("duplicate-event-id", f"{len(copies)} different events share the id {event_id}",
+                             path=paths.journal)
+        for gap in journal.chain_breaks(self.events):
+            self.problem("broken-stage-history", gap.message(), path=paths.journal)
+
+    def _drop_duplicates(self) -> None:
+        journal.drop_duplicate_copies(self.paths)
+        self.events = journal.read(self.paths).events
+
+    def _append(self, event: Event) -> None:
+        journal.append(self.paths, event)
+        self.events.append(event)
+
+    # ------------------------------------------------------------ versions
+
+    def versions(self) -> None:
+        paths = self.paths
+        registered = journal.register_events(self.events)
+        replayed = indexes.replay_states(self.events)
+        for entry in sorted(_scan(paths.versions), key=lambda e: e.name):
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            record = self.record(entry.name, registered.get(entry.name))
+            if record is None:
+                continue
+            self.records[record.version] = record
+            if self.content:
+                try:
+                    artifacts.verify_checksum(paths, record, self.progress)
+                except IntegrityError as exc:
+                    self.problem("checksum-mismatch", exc.message, version=record.version,
+                                 path=versions.artifact_path(paths, record))
+            if record.version not in registered:
+                self.problem("missing-register-event", f"version {record.version} has no register event in the journal",
+                             version=record.version, path=paths.journal,
+                             fix=lambda r=record: self._append(_recovered_register(self.model, r, self.actor)))
+            else:
+                self.state(record.version, replayed.get(record.version))
+        seen: dict[int, str] = {}
+        for record in sorted(self.records.values(), key=lambda r: r.version):
+            if record.seq in seen:
+                self.problem("duplicate-sequence", f"versions {seen[record.seq]} and {record.version} share sequence "
+                             f"number {record.seq}: their order (and what gc keeps) is ambiguous", version=record.version)
+            seen.setdefault(record.seq, record.version)
+
+    def record(self, version: str, event: Event | None) -> VersionRecord | None:
+        path = self.paths.versions / version / "version.json"
+        try:
+            return versions.load_strict(path)
+        except FileNotFoundError:
+            what = f"{self.paths.versions / version} has no version.json"
+        except CorruptIndexError as exc:
+            what = exc.message
+        rebuilt = self._rebuild_record(version, event)
+        if rebuilt.record is None:
+            self.problem("incomplete-version", f"{what}; it cannot be rebuilt: {rebuilt.why_not}", version=version,
+                         path=path)
+            return None
+        lost = f" (lost: {', '.join(rebuilt.lost)})" if rebuilt.lost else ""
+        self.problem("lost-version-record", f"{what}; repair rebuilds it from its register event, digest link and "
+                     f"artifact{lost}", version=version, path=path, fix=lambda: _write_record(path, rebuilt.record))
+        if rebuilt.lost and self.check.repair:
+            self.problem("unrecoverable", f"{self.model}:{version}: the journal does not hold its "
+                         f"{', '.join(rebuilt.lost)}; those are lost", version=version, path=path)
+        return rebuilt.record
+
+    def _rebuild_record(self, version: str, event: Event | None) -> versions.Rebuilt:
+        paths = self.paths
+        sha = event.details.get("sha256") if event is not None else None
+        target = artifacts.digest_target(paths, sha) if isinstance(sha, str) else None
+        base = paths.versions / version / "artifact"
+
+        def measure(kind: str, name: str) -> tuple[str, int, int] | None:
+            try:
+                if kind == "file":
+                    path = base / name
+                    if path.is_symlink() or not path.is_file():
+                        return None
+                    digest, size = fsio.hash_file(path)
+                    return digest, size, 1
+                return artifacts.measure_tree(base)
+            except (OSError, IntegrityError):
+                return None
+
+        top = max([r.seq for r in self.records.values()] + [0])
+        return versions.rebuild_record(paths, version, event, target, measure, fallback_seq=top + 1000)
+
+    def state(self, version: str, replayed) -> None:
+        paths = self.paths
+        path = indexes.state_path(paths, version)
+        expected = replayed or indexes.EMPTY_STATE
+        try:
+            current = indexes.read_state(paths, version)
+        except CorruptIndexError as exc:
+            self.problem("corrupt-state", f"{exc.message}; repair replays it from the journal", version=version,
+                         path=path, fix=lambda: indexes.save_state(paths, version, expected))
+            return
+        if not indexes.same_state(current, expected):
+            if self.journal_damaged:  # the journal lost lines: state.json may know more than it, keep it
+                self.problem("state-mismatch", f"state.json of {self.model}:{version} disagrees with the journal, "
+                             "whose damaged lines may have held the difference; state.json is kept", version=version,
+                             path=path)
+                return
+            self.problem("state-mismatch", f"state.json of {self.model}:{version} disagrees with the journal "
+                         f"(tags {current.tags} vs {expected.tags}); repair replays it from the journal",
+                         version=version, path=path, fix=lambda: indexes.save_state(paths, version, expected))
+
+    # ------------------------------------------------------------ the journal against the disk
+
+    def disk_against_journal(self) -> None:
+        paths = self.paths
+        registered = journal.register_events(self.events)
+        removed = journal.removed_by_gc(self.events)
+        links = stages.all_links(paths)
+        for version in sorted(set(registered) - set(self.records) - set(removed)):
+            if os.path.lexists(paths.versions / version):
+                continue  # reported above (an incomplete version)
+            uses = [f"{s} would roll back to it" for s in sorted(journal.holders(self.events))
+                    if journal.rollback_stack(self.events, s)[-1:] == [version]]
+            uses += [f"it holds {s}" for s, link in links.items() if link.version == version]
+            why = f" ({'; '.join(uses)})" if uses else ""
+            self.problem("missing-version", f"{self.model}:{version} was registered (journal) but versions/{version} "
+                         f"is gone and no gc removed it{why}", version=version, path=paths.versions / version)
+        for version, event in sorted(removed.items()):
+            if version in self.records:
+                holds = [s for s, link in links.items() if link.version == version]
+                self.problem("gc-incomplete", f"{self.model}:{version} was removed by gc (event {event.id[:12]}) but "
+                             "is still on disk" + (f" and holds {', '.join(holds)}" if holds else ""),
+                             version=version, path=paths.versions / version,
+                             fix=None if holds else (lambda v=version, e=event: self._finish_removal(v, e)))
+            elif not (paths.tombstones / version).exists():
+                self.problem("missing-tombstone", f"no tombstone for {self.model}:{version}, removed by gc: its name "
+                             "could be reused", version=version, path=paths.tombstones / version,
+                             fix=lambda v=version, e=event: retention.write_tombstones(
+                                 paths, [v], e.details.get("sha256") or {}))
+
+    def _finish_removal(self, version: str, event: Event) -> None:
+        from mlserve.registry.schema import TxnRecord
+
+        retention.finish(self.paths, TxnRecord(op="gc", removed=[version], event=event), latest=None, known=False)
+        self.records.pop(version, None)
+
+    # ------------------------------------------------------------ digest links
+
+    def digest_links(self) -> None:
+        paths = self.paths
+        by_sha = {}
+        for record in sorted(self.records.values(), key=lambda r: r.seq):
+            by_sha.setdefault(record.sha256, record.version)
+        for record in self.records.values():
+            if by_sha[record.sha256] != record.version:
+                continue  # identical content in two versions: the oldest keeps the link
+            target = artifacts.digest_target(paths, record.sha256)
+            if target == record.version:
+                continue
+            if target is None:
+                self.problem("missing-digest-link", f"no digest link for version {record.version}",
+                             version=record.version, path=paths.digest(record.sha256),
+                             fix=lambda r=record: artifacts.link_digest(paths, r.sha256, r.version))
+            else:
+                self.problem("wrong-digest-link", f"the digest link of version {record.version}'s content points at "
+                             f"version {target}, whose sha256 differs", version=record.version,
+                             path=paths.digest(record.sha256),
+                             fix=lambda r=record: artifacts.link_digest(paths, r.sha256, r.version))
+        for entry in _scan(paths.digests):
+            if entry.name.startswith(fsio.TMP_PREFIX):
+                continue
+            target = artifacts.digest_target(paths, entry.name)
+            if entry.name in by_sha or (target in self.records and self.records[target].sha256 == entry.name):
+                continue
+            if target is not None and target not in self.records and os.path.lexists(paths.versions / target):
+                continue  # a witness of an incomplete version (reported above): kept
+            self.problem("stale-digest-link", f"digest link {entry.name[:16]}... points at no matching version",
+                         path=entry.path, fix=lambda p=entry.path: fsio.remove_tree(p))
+
+    # ------------------------------------------------------------ stage links
+
+    def stage_links(self) -> None:
+        paths = self.paths
+        said = journal.holders(self.events)
+        index = indexes.read_index_or_none(paths)
+        links = stages.all_links(paths)
+        for stage in sorted(set(links) | {s for s, v in said.items() if v}):
+            link = links.get(stage) or stages.Link(stage, "missing")
+            journal_holder = said.get(stage)
+            if link.ok:
+                if journal_holder != link.version:
+                    self.problem("stage-journal-mismatch", f"stage {stage} holds {link.version} but the journal says "
+                                 f"{journal_holder or 'nothing'}: the link was changed outside mlserve; repair journals "
+                                 "the link's version", path=paths.journal,
+                                 fix=lambda s=stage, old=journal_holder, new=link.version: self._append(journal.new_event(
+                                     self.model, "promote", self.actor, version=new, stage=s, from_version=old,
+                                     to_version=new, reason="recorded by verify --repair: the link was changed "
+                                     "outside mlserve", details={"recovered": True})))
+                continue
+            candidates = [journal_holder, index.stages.get(stage) if index else None]
+            restore = next((v for v in candidates if v and v in self.records), None)
+            where = paths.stages / stage
+            if link.kind == "missing":
+                if restore:
+                    self.problem("missing-stage-link", f"stage {stage} has no link; the journal says {journal_holder} "
+                                 "holds it", path=where, fix=lambda s=stage, v=restore: stages.restore_link(paths, s, v))
+                continue
+            message = link.problem(paths)
+            if restore:
+                self.problem(f"{link.kind}-stage-link", f"{message}; repair restores it to version {restore} (journal)",
+                             path=where, fix=lambda s=stage, v=restore, lk=link: self._restore(s, v, lk))
+            else:
+                self.problem(f"{link.kind}-stage-link", f"{message}; the journal names no existing version to restore",
+                             path=where)
+
+    def _restore(self, stage: str, version: str, link: stages.Link) -> None:
+        if link.kind == "not-a-link":
+            _move_aside(self.paths.stages / stage)
+        stages.restore_link(self.paths, stage, version)
+
+    # ------------------------------------------------------------ model.json
+
+    def model_index(self) -> None:
+        paths = self.paths
+        good = stages.valid_links(paths)[0]
+        try:
+            index: ModelIndex | None = load_doc(paths.index, ModelIndex, "model index")
+            trouble = None
+        except FileNotFoundError:
+            index, trouble = None, ("missing-index", f"{paths.index} is missing")
+        except CorruptIndexError as exc:
+            index, trouble = None, ("corrupt-index", exc.message)
+        if trouble is not None:
+            rebuilt = indexes.rebuild_index(paths, self.events, self.records, _kept_stages(good, None, self.records))
+            self.problem(trouble[0], f"{trouble[1]}; repair rebuilds it from the links, versions and journal",
+                         path=paths.index, fix=lambda: indexes.save_index(paths, rebuilt))
+            return
+        assert index is not None
+        wanted = _kept_stages(good, index, self.records)
+        if index.stages != wanted:
+            def fix_stages(idx: ModelIndex = index) -> None:
+                idx.stages = dict(wanted)
+                indexes.save_index(paths, idx)
+
+            self.problem("index-mismatch", f"model.json stages {index.stages} disagree with the links {wanted}",
+                         path=paths.index, fix=fix_stages)
+        if self.records:
+            top = max(r.seq for r in self.records.values())
+            latest = max(self.records.values(), key=lambda r: r.seq).version
+            if index.next_seq <= top or index.latest != latest:
+                def fix_seq(idx: ModelIndex = index) -> None:
+                    idx.next_seq = max(idx.next_seq, top + 1)
+                    idx.latest = latest
+                    indexes.save_index(paths, idx)
+
+                self.problem("index-mismatch", "model.json sequence counter or latest version is behind the versions",
+                             path=paths.index, fix=fix_seq)
+
+    def current_link(self) -> None:
+        current = self.paths.current
+        if stages.read_link(self.paths, PRODUCTION).ok:
+            try:
+                ok = os.readlink(current) == f"stages/{PRODUCTION}"
+            except OSError:
+                ok = False
+            if not ok:
+                self.problem("bad-current-link", f"{current} does not point at stages/{PRODUCTION}", path=current,
+                             fix=lambda: _relink_current(current))
 
 
-def _cut_torn_line(journal: Path) -> None:
-    fd = os.open(journal, os.O_RDWR)
+def _kept_stages(good: dict[str, str], index: ModelIndex | None, records: dict[str, VersionRecord]) -> dict[str, str]:
+    """The stages model.json should hold: every trusted link, and a stage whose link is broken beyond repair
+    keeps its entry (the one record that could restore it)."""
+    out = dict(good)
+    if index is not None:
+        for stage, version in index.stages.items():
+            if stage not in out and version not in records:
+                out[stage] = version
+    return dict(sorted(out.items()))
+
+
+def _recovered_register(model: str, record: VersionRecord, actor: str) -> Event:
+    return journal.new_event(model, "register", actor, version=record.version, reason="recovered by verify --repair",
+                             details={"sha256": record.sha256, "size": record.size, "source": record.source,
+                                      "kind": record.artifact_kind, "artifact_name": record.artifact_name,
+                                      "file_count": record.file_count, "seq": record.seq, "metrics": record.metrics,
+                                      "meta": record.meta, "recovered": True})
+
+
+def _write_record(path: Path, record: VersionRecord | None) -> None:
+    assert record is not None
+    from mlserve.registry.layout import dump_doc
+
+    fsio.atomic_write_bytes(path, dump_doc(record))
+    os.chmod(path, 0o444)
+
+
+def _relink_current(current: Path) -> None:
+    if current.exists() and not current.is_symlink():
+        _move_aside(current)
+    fsio.atomic_symlink(f"stages/{PRODUCTION}", current)
+
+
+def _move_aside(path: Path) -> None:
+    """Keep what is in the way (never delete it): rename it to ``<name>.damaged-<id>``."""
+    os.rename(path, path.with_name(f"{path.name}.damaged-{uuid.uuid4().hex[:8]}"))
+
+
+def _scan(folder: Path) -> list[os.DirEntry]:
     try:
-        fsio._truncate_to_last_newline(fd, os.fstat(fd).st_size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
