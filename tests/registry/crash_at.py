@@ -2,6 +2,8 @@
 
 usage:
   python crash_at.py point ROOT SPEC OP [ARGS...]    kill at SPEC while running OP
+  python crash_at.py pause ROOT SPEC FLAG SECONDS OP [ARGS...]
+        at SPEC create the file FLAG, sleep SECONDS, then go on (to act while a writer is mid-change)
   python crash_at.py sweep TEMPLATE OUT OP [ARGS...]  count the file-system calls of OP on a copy of
         TEMPLATE, then for each N fork a child that runs OP on OUT/N (a fresh copy) and SIGKILLs itself
         just before its N-th file-system call; prints {"points": K, "status": {N: wait status}} as JSON
@@ -45,7 +47,7 @@ def parse_spec(spec: str):
     return kind, code, builtin, count
 
 
-def arm(spec: str) -> None:
+def arm(spec: str, action=die) -> None:
     kind, code, builtin, count = parse_spec(spec)
     seen = [0]
 
@@ -56,9 +58,18 @@ def arm(spec: str) -> None:
                 kind == "c_call" and event == "c_call" and arg is builtin):
             seen[0] += 1
             if seen[0] == count:
-                die()
+                action()
 
     sys.setprofile(hook)
+
+
+def pause(flag: str, seconds: float):
+    def action() -> None:
+        import time
+
+        open(flag, "w").close()
+        time.sleep(seconds)
+    return action
 
 
 def count_or_kill(limit: int | None) -> list[int]:
@@ -130,6 +141,11 @@ if __name__ == "__main__":
     if mode == "point":
         root, spec, op, *rest = sys.argv[2:]
         arm(spec)
+        run(root, op, rest)
+        sys.setprofile(None)
+    elif mode == "pause":
+        root, spec, flag, seconds, op, *rest = sys.argv[2:]
+        arm(spec, pause(flag, float(seconds)))
         run(root, op, rest)
         sys.setprofile(None)
     elif mode == "sweep":

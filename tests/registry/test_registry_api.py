@@ -20,11 +20,6 @@ def write(path: Path, data: bytes | str) -> Path:
     return path
 
 
-@pytest.fixture
-def reg(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "reg", lock_timeout=5)
-
-
 def test_register_copies_hashes_and_freezes(reg: Registry, tmp_path: Path) -> None:
     import hashlib
 

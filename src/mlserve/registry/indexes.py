@@ -106,24 +106,25 @@ def apply_change(state: VersionState, kind: str, details: dict[str, Any]) -> lis
 
 
 def mark_archived(paths: ModelPaths, version: str, *, at: datetime, stage: str, replaced_by: str | None) -> None:
-    state = read_state_or_empty(paths, version)
-    state.archived = ArchiveMark(at=at, stage=stage, replaced_by=replaced_by)
-    save_state(paths, version, state)
+    state = _readable_state(paths, version)
+    if state is not None:
+        state.archived = ArchiveMark(at=at, stage=stage, replaced_by=replaced_by)
+        save_state(paths, version, state)
 
 
 def unmark_archived(paths: ModelPaths, version: str) -> None:
-    state = read_state_or_empty(paths, version)
-    if state.archived is not None:
+    state = _readable_state(paths, version)
+    if state is not None and state.archived is not None:
         state.archived = None
         save_state(paths, version, state)
 
 
-def read_state_or_empty(paths: ModelPaths, version: str) -> VersionState:
-    """For follow-ups (archive marks): a damaged state is rebuilt by repair; here it is replaced."""
+def _readable_state(paths: ModelPaths, version: str) -> VersionState | None:
+    """For follow-ups (archive marks): a damaged state is left alone for repair, which replays it whole."""
     try:
         return read_state(paths, version)
     except CorruptIndexError:
-        return VersionState()
+        return None
 
 
 def replay_states(events: Iterable[Event]) -> dict[str, VersionState]:

@@ -202,4 +202,5 @@ def _current_ok(paths: ModelPaths) -> bool:
 
 def restore_link(paths: ModelPaths, stage: str, version: str) -> None:
     """Repair: put back a broken stage link (the damaged one is replaced, never just erased)."""
+    paths.stages.mkdir(exist_ok=True)
     fsio.atomic_symlink(f"../versions/{version}", paths.stage(stage))

@@ -159,6 +159,7 @@ class ModelCheck:
         self.records: dict[str, VersionRecord] = {}
         self.events: list[Event] = []
         self.journal_damaged = False
+        self.good: dict[str, str] = {}
 
     def problem(self, kind: str, message: str, **kw) -> None:
         self.check.problem(self.model, kind, message, **kw)
@@ -341,12 +342,9 @@ class ModelCheck:
             self.problem("corrupt-state", f"{exc.message}; repair replays it from the journal", version=version,
                          path=path, fix=lambda: indexes.save_state(paths, version, expected))
             return
+        if self.journal_damaged:
+            return  # the journal lost lines: state.json may know more than the replay; it is kept
         if not indexes.same_state(current, expected):
-            if self.journal_damaged:  # the journal lost lines: state.json may know more than it, keep it
-                self.problem("state-mismatch", f"state.json of {self.model}:{version} disagrees with the journal, "
-                             "whose damaged lines may have held the difference; state.json is kept", version=version,
-                             path=path)
-                return
             self.problem("state-mismatch", f"state.json of {self.model}:{version} disagrees with the journal "
                          f"(tags {current.tags} vs {expected.tags}); repair replays it from the journal",
                          version=version, path=path, fix=lambda: indexes.save_state(paths, version, expected))
@@ -426,10 +424,14 @@ class ModelCheck:
         said = journal.holders(self.events)
         index = indexes.read_index_or_none(paths)
         links = stages.all_links(paths)
+        self.good = {}
         for stage in sorted(set(links) | {s for s, v in said.items() if v}):
             link = links.get(stage) or stages.Link(stage, "missing")
+            if link.kind == "dangling" and link.version in self.records:
+                link = stages.Link(stage, "ok", link.version, link.raw)  # its record is reported (and rebuilt) above
             journal_holder = said.get(stage)
             if link.ok:
+                self.good[stage] = link.version  # type: ignore[assignment]
                 if journal_holder != link.version:
                     self.problem("stage-journal-mismatch", f"stage {stage} holds {link.version} but the journal says "
                                  f"{journal_holder or 'nothing'}: the link was changed outside mlserve; repair journals "
@@ -445,7 +447,7 @@ class ModelCheck:
             if link.kind == "missing":
                 if restore:
                     self.problem("missing-stage-link", f"stage {stage} has no link; the journal says {journal_holder} "
-                                 "holds it", path=where, fix=lambda s=stage, v=restore: stages.restore_link(paths, s, v))
+                                 "holds it", path=where, fix=lambda s=stage, v=restore, lk=link: self._restore(s, v, lk))
                 continue
             message = link.problem(paths)
             if restore:
@@ -459,12 +461,13 @@ class ModelCheck:
         if link.kind == "not-a-link":
             _move_aside(self.paths.stages / stage)
         stages.restore_link(self.paths, stage, version)
+        self.good[stage] = version
 
     # ------------------------------------------------------------ model.json
 
     def model_index(self) -> None:
         paths = self.paths
-        good = stages.valid_links(paths)[0]
+        good = dict(sorted(self.good.items()))
         try:
             index: ModelIndex | None = load_doc(paths.index, ModelIndex, "model index")
             trouble = None
@@ -500,7 +503,7 @@ class ModelCheck:
 
     def current_link(self) -> None:
         current = self.paths.current
-        if stages.read_link(self.paths, PRODUCTION).ok:
+        if PRODUCTION in self.good:
             try:
                 ok = os.readlink(current) == f"stages/{PRODUCTION}"
             except OSError:
