@@ -170,11 +170,17 @@ def verify_checksum(paths: ModelPaths, record: VersionRecord, progress: Progress
 
 def digest_target(paths: ModelPaths, sha: str) -> str | None:
     """The version the digest link of ``sha`` names (unchecked)."""
+    return link_version(f"{paths.digests}/{sha}")
+
+
+def link_version(link: str) -> str | None:
+    """``v`` for a link reading exactly ``../versions/<v>``, else None."""
     try:
-        target = os.readlink(paths.digest(sha))
+        target = os.readlink(link)
     except OSError:
         return None
-    return target.rsplit("/", 1)[-1] if target == f"../versions/{target.rsplit('/', 1)[-1]}" else None
+    version = target.rsplit("/", 1)[-1]
+    return version if target == f"../versions/{version}" else None
 
 
 def link_matches(paths: ModelPaths, sha: str, version: str) -> bool:

@@ -42,7 +42,7 @@ class Doc:
     """Base of the registry's documents and results: keyword construction, equality, dumping, loading."""
 
     _fields: ClassVar[dict[str, Any]] = {}
-    _converters: ClassVar[dict[str, Callable[[Any, str], Any]] | None] = None
+    _plan: ClassVar[list[tuple[str, tuple[type, ...], Callable[[Any, str], Any], Any]] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -54,7 +54,7 @@ class Doc:
                 continue
             fields[name] = cls.__dict__.get(name, _MISSING)
         cls._fields = fields
-        cls._converters = None
+        cls._plan = None
 
     def __init__(self, **values: Any) -> None:
         state = self.__dict__
@@ -67,6 +67,13 @@ class Doc:
                 state[name] = default.make() if isinstance(default, Factory) else default
         if values:
             raise TypeError(f"{type(self).__name__}() has no field {', '.join(map(repr, values))}")
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Any:
+        """An instance from values the caller has already checked, every field given (hot loops only)."""
+        obj = object.__new__(cls)
+        obj.__dict__.update(values)
+        return obj
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -83,7 +90,9 @@ class Doc:
 
     def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
         as_json = mode == "json"
-        return {name: _plain(self.__dict__[name], as_json) for name in self._fields}
+        state = self.__dict__
+        return {name: (v if type(v) in _SCALARS else _plain(v, as_json)) for name in self._fields
+                for v in (state[name],)}
 
     def model_dump_json(self, *, indent: int | None = None) -> str:
         if indent is None:
@@ -100,19 +109,26 @@ class Doc:
     @classmethod
     def model_validate(cls, data: Any, loc: str = "") -> Any:
         """Check ``data`` (parsed JSON) against the field types; raises :class:`DocError`."""
-        converters = cls._converters if cls._converters is not None else _compile_class(cls)
+        plan = cls._plan if cls._plan is not None else _compile_class(cls)
         if not isinstance(data, dict):
             raise DocError(loc or "(document)", "Input should be an object")
+        fields = cls._fields
         for key in data:
-            if key not in converters:
+            if key not in fields:
                 raise DocError(_join(loc, str(key)), "Extra inputs are not permitted")
-        values = {}
-        for name, convert in converters.items():
+        obj = object.__new__(cls)
+        state = obj.__dict__
+        for name, exact, convert, default in plan:
             if name in data:
-                values[name] = convert(data[name], _join(loc, name))
-            elif cls._fields[name] is _MISSING:
+                value = data[name]
+                # this loop runs per field of every version record and journal event a listing or verify
+                # reads: values of a type that needs no conversion are taken as they are, without a call
+                state[name] = value if type(value) in exact else convert(value, _join(loc, name))
+            elif default is _MISSING:
                 raise DocError(_join(loc, name), "Field required")
-        return cls(**values)
+            else:
+                state[name] = default.make() if isinstance(default, Factory) else default
+        return obj
 
     @classmethod
     def model_validate_json(cls, raw: bytes | str) -> Any:
@@ -121,7 +137,7 @@ class Doc:
 
 def parse_json(raw: bytes | str) -> Any:
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        return _decode(raw.decode() if isinstance(raw, (bytes, bytearray)) else raw)
     except json.JSONDecodeError as exc:
         raise DocError("(document)", f"Invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except UnicodeDecodeError:
@@ -138,6 +154,10 @@ def _no_constant(name: str) -> Any:
     raise _ConstantError(name)
 
 
+_decode = json.JSONDecoder(parse_constant=_no_constant).decode
+"""One decoder for every document (``json.loads`` with options builds a new one per call)."""
+
+
 def _join(loc: str, name: str) -> str:
     return f"{loc}.{name}" if loc else name
 
@@ -150,7 +170,12 @@ def format_time(value: datetime) -> str:
     return text
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any, as_json: bool) -> Any:
+    if type(value) in _SCALARS:  # most values: a listing dumps 10,000 rows of them
+        return value
     if isinstance(value, Doc):
         return value.model_dump(mode="json" if as_json else "python")
     if isinstance(value, dict):
@@ -168,16 +193,35 @@ def _plain(value: Any, as_json: bool) -> Any:
 # ---------------------------------------------------------------- converters, built on first load
 
 
-def _compile_class(cls: type[Doc]) -> dict[str, Callable[[Any, str], Any]]:
-    converters = {}
-    for name in cls._fields:
+def _compile_class(cls: type[Doc]) -> list[tuple[str, tuple[type, ...], Callable[[Any, str], Any], Any]]:
+    plan = []
+    for name, default in cls._fields.items():
         owner = next(k for k in cls.__mro__ if name in k.__dict__.get("__annotations__", {}))
         annotation = owner.__dict__["__annotations__"][name]
         if isinstance(annotation, str):
             annotation = eval(annotation, vars(sys.modules[owner.__module__]))  # noqa: S307 - our own annotations
-        converters[name] = _converter(annotation)
-    cls._converters = converters
-    return converters
+        plan.append((name, _exact_types(annotation), _converter(annotation), default))
+    cls._plan = plan
+    return plan
+
+
+_JSON_TYPES = (str, int, float, bool, type(None), list, dict)
+
+
+def _exact_types(tp: Any) -> tuple[type, ...]:
+    """The value types a field takes unchanged (no conversion, no nested check)."""
+    if tp is Any:
+        return _JSON_TYPES
+    if tp in (str, int, float, bool):
+        return (tp,)
+    if typing.get_origin(tp) is dict and typing.get_args(tp)[1:] == (Any,):
+        return (dict,)  # parsed JSON: keys are strings, any value goes
+    if typing.get_origin(tp) is Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and inner[0] in (str, int, float, bool):
+            return (inner[0], type(None))
+        return (type(None),)
+    return ()
 
 
 def _converter(tp: Any) -> Callable[[Any, str], Any]:  # noqa: C901 - one branch per supported type

@@ -356,8 +356,12 @@ def make_read_only(path: Path) -> None:
         os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~0o222)
 
 
-def remove_tree(path: Path | str) -> None:
-    """Delete a tree even where it was made read-only (directories are made writable only when needed)."""
+def remove_tree(path: Path | str, *, workers: int = 1) -> None:
+    """Delete a tree even where it was made read-only (directories are made writable only when needed).
+
+    ``workers`` > 1 removes the top-level entries in parallel threads: each ``rmdir`` waits on the
+    file system (0.5-2.5 ms on this machine class's ext4), and gc removes thousands of directories.
+    """
     path = os.fspath(path)
     try:
         mode = os.lstat(path).st_mode
@@ -366,6 +370,18 @@ def remove_tree(path: Path | str) -> None:
     if not stat.S_ISDIR(mode):
         _unlink(path)
         return
+    if workers > 1:
+        try:
+            children = [e.path for e in os.scandir(path)]
+        except PermissionError:
+            os.chmod(path, 0o755)
+            children = [e.path for e in os.scandir(path)]
+        if len(children) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for done in [pool.submit(remove_tree, child) for child in children]:
+                    done.result()
     _remove_dir(path)
 
 

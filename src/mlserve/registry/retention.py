@@ -17,6 +17,9 @@ from mlserve.registry import artifacts, fsio, indexes, journal, txn, versions
 from mlserve.registry.layout import PRODUCTION, ModelPaths, now
 from mlserve.registry.schema import Event, TxnRecord, VersionRow
 
+WORKERS = 8
+"""Threads removing trees and creating tombstones: each such call waits on the file system, not the CPU."""
+
 
 @dataclass
 class Plan:
@@ -83,20 +86,22 @@ def finish(paths: ModelPaths, record: TxnRecord, *, latest: str | None = None, k
     (else it is found by reading the remaining versions)."""
     digests = record.event.details.get("sha256") or {}
     trash = paths.trash / record.event.id
+    versions_dir, trash_dir, digests_dir = str(paths.versions), str(trash), str(paths.digests)
+    trash.mkdir(parents=True, exist_ok=True)
     moved = False
-    for version in record.removed:
-        source = paths.versions / version
-        if os.path.lexists(source):
-            trash.mkdir(parents=True, exist_ok=True)
-            os.rename(source, trash / version)
+    for version in record.removed:  # plain strings: this loop runs once per removed version
+        try:
+            os.rename(f"{versions_dir}/{version}", f"{trash_dir}/{version}")
             moved = True
+        except FileNotFoundError:
+            pass  # moved before a crash, or never there
         sha = digests.get(version)
-        if sha and artifacts.digest_target(paths, sha) == version:
-            paths.digest(sha).unlink(missing_ok=True)
+        if sha and artifacts.link_version(f"{digests_dir}/{sha}") == version:
+            os.unlink(f"{digests_dir}/{sha}")
     if moved:
         fsio.fsync_dir(paths.versions)
-    fsio.remove_tree(trash)  # under the lock: verify never sees a half-deleted tree as damage
-    write_tombstones(paths, record.removed, digests)
+    fsio.remove_tree(trash, workers=WORKERS)  # under the lock: verify never sees a half-deleted tree as damage
+    write_tombstones(paths, record.removed)
     index = indexes.read_index_or_none(paths)
     if index is not None:
         if not known:
@@ -108,21 +113,27 @@ def finish(paths: ModelPaths, record: TxnRecord, *, latest: str | None = None, k
     txn.remove(paths)
 
 
-def write_tombstones(paths: ModelPaths, names: list[str], digests: dict[str, str]) -> None:
-    """One small file per removed name. Not fsynced one by one: they are derived from the gc events,
-    and a lost one is put back by the next writer's recovery or by repair before any name is chosen."""
+def write_tombstones(paths: ModelPaths, names: list[str]) -> None:
+    """One empty file per removed name (the digests are in the gc event). Created in parallel and not
+    fsynced one by one: they are derived from the gc events, and a lost one is put back by the next
+    writer's recovery or by repair before any version name is chosen."""
     if not names:
         return
     paths.tombstones.mkdir(exist_ok=True)
-    for name in names:
-        path = paths.tombstones / name
-        if path.exists():
-            continue
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, f"{digests.get(name, '')}\n".encode())
-        finally:
-            os.close(fd)
+    folder = str(paths.tombstones)
+
+    def create(name: str) -> None:
+        os.close(os.open(f"{folder}/{name}", os.O_WRONLY | os.O_CREAT, 0o644))
+
+    if len(names) < 64:
+        for name in names:
+            create(name)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for _ in pool.map(create, names, chunksize=64):
+                pass
     fsio.fsync_dir(paths.tombstones)
 
 

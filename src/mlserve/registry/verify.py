@@ -24,8 +24,8 @@ from mlserve.progress import Progress
 from mlserve.registry import (
     artifacts, fsio, indexes, journal, locks, recovery, retention, stages, txn, versions,
 )
-from mlserve.registry.layout import PRODUCTION, Layout, ModelPaths, load_doc, now, save_doc
-from mlserve.registry.schema import Event, ModelIndex, Problem, RootIndex, VerifyReport, VersionRecord
+from mlserve.registry.layout import PRODUCTION, Layout, ModelPaths, load_doc, now, parse_doc, save_doc
+from mlserve.registry.schema import Event, ModelIndex, Problem, RootIndex, VerifyReport, VersionRecord, VersionState
 
 
 class Checker:
@@ -160,6 +160,7 @@ class ModelCheck:
         self.events: list[Event] = []
         self.journal_damaged = False
         self.good: dict[str, str] = {}
+        self.has_state: dict[str, bool] = {}
 
     def problem(self, kind: str, message: str, **kw) -> None:
         self.check.problem(self.model, kind, message, **kw)
@@ -203,9 +204,7 @@ class ModelCheck:
 
     def leftovers(self) -> None:
         paths = self.paths
-        folders = [paths.dir, paths.stages, paths.digests, paths.tombstones]
-        folders += [Path(e.path) for e in _scan(paths.versions) if e.is_dir(follow_symlinks=False)]
-        for folder in folders:
+        for folder in (paths.dir, paths.stages, paths.digests, paths.tombstones):  # version folders: in versions()
             for entry in _scan(folder):
                 if entry.name.startswith(fsio.TMP_PREFIX):
                     self.problem("leftover", f"temporary file of an interrupted write: {entry.path}", path=entry.path,
@@ -264,12 +263,25 @@ class ModelCheck:
         paths = self.paths
         registered = journal.register_events(self.events)
         replayed = indexes.replay_states(self.events)
-        for entry in sorted(_scan(paths.versions), key=lambda e: e.name):
-            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+        base = str(paths.versions)
+        # one directory read per version finds its leftovers and whether it has a record and a state: this
+        # loop runs 10,000 times on a big model, so it works on plain strings
+        for name in sorted(_names(base)):
+            if name.startswith("."):
                 continue
-            record = self.record(entry.name, registered.get(entry.name))
+            folder = f"{base}/{name}"
+            try:
+                inside = os.listdir(folder)
+            except NotADirectoryError:
+                continue
+            for entry in inside:
+                if entry.startswith(fsio.TMP_PREFIX):
+                    self.problem("leftover", f"temporary file of an interrupted write: {folder}/{entry}",
+                                 path=f"{folder}/{entry}", fix=lambda e=f"{folder}/{entry}": fsio.remove_tree(e))
+            record = self.record(name, registered.get(name), "version.json" in inside)
             if record is None:
                 continue
+            self.has_state[record.version] = "state.json" in inside
             self.records[record.version] = record
             if self.content:
                 try:
@@ -290,14 +302,16 @@ class ModelCheck:
                              f"number {record.seq}: their order (and what gc keeps) is ambiguous", version=record.version)
             seen.setdefault(record.seq, record.version)
 
-    def record(self, version: str, event: Event | None) -> VersionRecord | None:
-        path = self.paths.versions / version / "version.json"
-        try:
-            return versions.load_strict(path)
-        except FileNotFoundError:
+    def record(self, version: str, event: Event | None, present: bool) -> VersionRecord | None:
+        path = f"{self.paths.versions}/{version}/version.json"
+        raw = versions.read_small(path) if present else None
+        if raw is not None:
+            try:
+                return parse_doc(raw, path, VersionRecord, "version record")  # type: ignore[arg-type]
+            except CorruptIndexError as exc:
+                what = exc.message
+        else:
             what = f"{self.paths.versions / version} has no version.json"
-        except CorruptIndexError as exc:
-            what = exc.message
         rebuilt = self._rebuild_record(version, event)
         if rebuilt.record is None:
             self.problem("incomplete-version", f"{what}; it cannot be rebuilt: {rebuilt.why_not}", version=version,
@@ -305,7 +319,7 @@ class ModelCheck:
             return None
         lost = f" (lost: {', '.join(rebuilt.lost)})" if rebuilt.lost else ""
         self.problem("lost-version-record", f"{what}; repair rebuilds it from its register event, digest link and "
-                     f"artifact{lost}", version=version, path=path, fix=lambda: _write_record(path, rebuilt.record))
+                     f"artifact{lost}", version=version, path=path, fix=lambda: _write_record(Path(path), rebuilt.record))
         if rebuilt.lost and self.check.repair:
             self.problem("unrecoverable", f"{self.model}:{version}: the journal does not hold its "
                          f"{', '.join(rebuilt.lost)}; those are lost", version=version, path=path)
@@ -334,10 +348,12 @@ class ModelCheck:
 
     def state(self, version: str, replayed) -> None:
         paths = self.paths
-        path = indexes.state_path(paths, version)
+        path = f"{paths.versions}/{version}/state.json"
         expected = replayed or indexes.EMPTY_STATE
+        raw = versions.read_small(path) if self.has_state.get(version) else None
         try:
-            current = indexes.read_state(paths, version)
+            current = indexes.EMPTY_STATE if raw is None else parse_doc(raw, path, VersionState,  # type: ignore
+                                                                         "version state")
         except CorruptIndexError as exc:
             self.problem("corrupt-state", f"{exc.message}; repair replays it from the journal", version=version,
                          path=path, fix=lambda: indexes.save_state(paths, version, expected))
@@ -365,6 +381,7 @@ class ModelCheck:
             why = f" ({'; '.join(uses)})" if uses else ""
             self.problem("missing-version", f"{self.model}:{version} was registered (journal) but versions/{version} "
                          f"is gone and no gc removed it{why}", version=version, path=paths.versions / version)
+        tombstones = set(_names(str(paths.tombstones)))
         for version, event in sorted(removed.items()):
             if version in self.records:
                 holds = [s for s, link in links.items() if link.version == version]
@@ -372,11 +389,10 @@ class ModelCheck:
                              "is still on disk" + (f" and holds {', '.join(holds)}" if holds else ""),
                              version=version, path=paths.versions / version,
                              fix=None if holds else (lambda v=version, e=event: self._finish_removal(v, e)))
-            elif not (paths.tombstones / version).exists():
+            elif version not in tombstones:
                 self.problem("missing-tombstone", f"no tombstone for {self.model}:{version}, removed by gc: its name "
                              "could be reused", version=version, path=paths.tombstones / version,
-                             fix=lambda v=version, e=event: retention.write_tombstones(
-                                 paths, [v], e.details.get("sha256") or {}))
+                             fix=lambda v=version: retention.write_tombstones(paths, [v]))
 
     def _finish_removal(self, version: str, event: Event) -> None:
         from mlserve.registry.schema import TxnRecord
@@ -388,34 +404,30 @@ class ModelCheck:
 
     def digest_links(self) -> None:
         paths = self.paths
-        by_sha = {}
+        base = str(paths.digests)
+        links = {name: artifacts.link_version(f"{base}/{name}") for name in _names(base)
+                 if not name.startswith(fsio.TMP_PREFIX)}
+        by_sha: dict[str, str] = {}
         for record in sorted(self.records.values(), key=lambda r: r.seq):
-            by_sha.setdefault(record.sha256, record.version)
-        for record in self.records.values():
-            if by_sha[record.sha256] != record.version:
-                continue  # identical content in two versions: the oldest keeps the link
-            target = artifacts.digest_target(paths, record.sha256)
-            if target == record.version:
+            by_sha.setdefault(record.sha256, record.version)  # identical content twice: the oldest keeps the link
+        for sha, version in by_sha.items():
+            target = links.get(sha)
+            if target == version:
                 continue
             if target is None:
-                self.problem("missing-digest-link", f"no digest link for version {record.version}",
-                             version=record.version, path=paths.digest(record.sha256),
-                             fix=lambda r=record: artifacts.link_digest(paths, r.sha256, r.version))
+                self.problem("missing-digest-link", f"no digest link for version {version}", version=version,
+                             path=paths.digest(sha), fix=lambda h=sha, v=version: artifacts.link_digest(paths, h, v))
             else:
-                self.problem("wrong-digest-link", f"the digest link of version {record.version}'s content points at "
-                             f"version {target}, whose sha256 differs", version=record.version,
-                             path=paths.digest(record.sha256),
-                             fix=lambda r=record: artifacts.link_digest(paths, r.sha256, r.version))
-        for entry in _scan(paths.digests):
-            if entry.name.startswith(fsio.TMP_PREFIX):
-                continue
-            target = artifacts.digest_target(paths, entry.name)
-            if entry.name in by_sha or (target in self.records and self.records[target].sha256 == entry.name):
+                self.problem("wrong-digest-link", f"the digest link of version {version}'s content points at "
+                             f"version {target}, whose sha256 differs", version=version, path=paths.digest(sha),
+                             fix=lambda h=sha, v=version: artifacts.link_digest(paths, h, v))
+        for name, target in links.items():
+            if name in by_sha:
                 continue
             if target is not None and target not in self.records and os.path.lexists(paths.versions / target):
                 continue  # a witness of an incomplete version (reported above): kept
-            self.problem("stale-digest-link", f"digest link {entry.name[:16]}... points at no matching version",
-                         path=entry.path, fix=lambda p=entry.path: fsio.remove_tree(p))
+            self.problem("stale-digest-link", f"digest link {name[:16]}... points at no matching version",
+                         path=f"{base}/{name}", fix=lambda p=f"{base}/{name}": fsio.remove_tree(p))
 
     # ------------------------------------------------------------ stage links
 
@@ -549,6 +561,13 @@ def _relink_current(current: Path) -> None:
 def _move_aside(path: Path) -> None:
     """Keep what is in the way (never delete it): rename it to ``<name>.damaged-<id>``."""
     os.rename(path, path.with_name(f"{path.name}.damaged-{uuid.uuid4().hex[:8]}"))
+
+
+def _names(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _scan(folder: Path) -> list[os.DirEntry]:
