@@ -219,6 +219,7 @@ def scale(small: Path, large: Path, versions: int, models: int, repeat: int, wor
 
 def garbage_collection(large: Path) -> None:
     print("\n== gc ==")
+    os.sync()  # the build's and earlier sections' dirty pages are not the gc's work: write them out first
     before = len(Registry(large).list_versions("big").versions)
     wall = mlserve("gc", "big", "--keep", "1", registry=large)
     after = len(Registry(large).list_versions("big").versions)
@@ -236,6 +237,7 @@ def big_register(tmp: Path, gib: float, rounds: int = 3) -> None:
         for _ in range(size // len(block)):
             fh.write(block)
     src.read_bytes()  # into the page cache for every contender
+    os.sync()
     times: dict[str, list[float]] = {"sha256sum": [], "process start (mlserve --version)": [], "hashlib sha256": [],
                                      "cp": [], "mlserve register": []}
     for i in range(rounds):
@@ -282,6 +284,7 @@ def main() -> None:
         build(large, args.versions, args.models, work)
         print(f"built a registry of 10 versions and one of {args.models} models / {args.versions} versions in "
               f"{time.perf_counter() - t0:.1f}s (verified clean)")
+        os.sync()
         startup(small, args.repeat)
         scale(small, large, args.versions, args.models, args.repeat, work)
         if not args.skip_gc:

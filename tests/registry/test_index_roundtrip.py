@@ -65,3 +65,17 @@ def test_accepted_names_are_safe_directory_names(text: str) -> None:
         return
     assert "/" not in text and "\\" not in text and ".." not in text and not text.startswith(".")
     assert 0 < len(text) <= 128 and Path(text).name == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(doc=st.one_of(model_indexes, records, events, states), offset=st.integers(-14 * 60, 14 * 60))
+def test_json_dumps_are_what_pydantic_gives(doc, offset: int) -> None:
+    """The --json documents keep their form: times as pydantic writes them (Z for UTC), paths as strings."""
+    from datetime import timedelta
+
+    from pydantic_core import to_jsonable_python
+
+    for name in ("created_at", "registered_at", "at"):
+        if hasattr(doc, name):
+            setattr(doc, name, getattr(doc, name).astimezone(timezone(timedelta(minutes=offset))))
+    assert doc.model_dump(mode="json") == to_jsonable_python(doc.model_dump())
