@@ -114,6 +114,8 @@ def run(root: str, op: str, args: list[str]) -> None:
 def sweep(template: str, out: str, op: str, args: list[str]) -> None:
     import mlserve.registry  # noqa: F401 - imported once, before any fork
 
+    assert mlserve.registry
+
     probe = os.path.join(out, "probe")
     shutil.copytree(template, probe, symlinks=True)
     seen = count_or_kill(None)

@@ -425,3 +425,25 @@ def _remove_dir(path: str) -> None:
     except PermissionError:
         os.chmod(os.path.dirname(path), 0o755)
         os.rmdir(path)
+
+
+def move_aside(path: Path) -> Path:
+    """Keep what is in the way (never delete it): rename it to ``<name>.damaged-<id>``; returns the new path."""
+    aside = path.with_name(f"{path.name}.damaged-{uuid.uuid4().hex[:8]}")
+    os.rename(path, aside)
+    return aside
+
+
+def list_names(folder: str | Path) -> list[str]:
+    """The entry names of ``folder`` (none when it is missing or not a directory)."""
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def scan(folder: str | Path) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
