@@ -22,6 +22,7 @@ from mlserve.errors import NoSpaceError
 TMP_PREFIX = ".tmp-"
 CHUNK = 1024 * 1024
 COPY_CHUNK = 16 * 1024 * 1024
+FLUSH_EVERY = 32 * 1024 * 1024
 BLOCK = 256 * 1024
 RING = 4
 _FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -234,8 +235,12 @@ def _kernel_copy_and_hash(fd_in: int, fd_out: int, dst: Path,
 
     def copier() -> None:
         offset = first
+        flushed = 0
         try:
             while True:
+                if offset - flushed >= FLUSH_EVERY:  # write back while the hash catches up: the last fsync is short
+                    os.fdatasync(fd_out)
+                    flushed = offset
                 n = call(offset, COPY_CHUNK)
                 with moved:
                     if n == 0:
