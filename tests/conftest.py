@@ -32,6 +32,15 @@ def registry_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture
+def reg(registry_dir: Path):
+    """The registry at ``registry_dir``: the same one the CLI sees (MLSERVE_REGISTRY), with a short lock timeout
+    so that a test that deadlocks fails in seconds."""
+    from mlserve.registry import Registry
+
+    return Registry(registry_dir, lock_timeout=5)
+
+
 class Cli:
     """Runs ``mlserve`` in-process through Typer's runner with a fixed terminal width."""
 

@@ -97,6 +97,12 @@ class StorageError(MlserveError):
         return cls(f"{exc.strerror or exc}{where}", hint="check the path, its permissions and free space")
 
 
+class NoSpaceError(StorageError):
+    """The file system is full (or a quota is reached); the message names the file and the space needed."""
+
+    code = "no_space"
+
+
 class GateFailedError(MlserveError):
     """A gate said no. ``details`` carries the figures that made it fail."""
 

@@ -11,11 +11,6 @@ from mlserve import exitcodes
 from mlserve.registry import Registry
 
 
-@pytest.fixture
-def reg(registry_dir: Path) -> Registry:
-    return Registry(registry_dir)
-
-
 def test_registry_reference_as_the_model(cli, reg: Registry, tiny_onnx: Path, quick) -> None:
     reg.register("tiny", tiny_onnx, stage="production")
     result, doc = cli.json("benchmark", "tiny@production", *quick)

@@ -107,6 +107,7 @@ def test_gate_conflict_and_integrity_exit_codes(cli, registry_dir: Path, artifac
 
 
 def test_error_json_document_under_json(cli, registry_dir: Path) -> None:
+    registry_dir.mkdir()  # an empty registry: the model is what is missing
     r = cli("show", "nope:1", "--json")
     assert r.exit_code == exitcodes.NOT_FOUND
     doc = json.loads(r.stdout)
@@ -162,6 +163,7 @@ def test_corrupt_index_is_one_line_naming_the_file(cli, registry_dir: Path, arti
 
 
 def test_traceback_flag_shows_the_stack(cli, registry_dir: Path) -> None:
+    registry_dir.mkdir()
     r = cli("--traceback", "show", "nope:1")
     assert r.exit_code == exitcodes.NOT_FOUND
     assert "Traceback (most recent call last)" in r.stderr and r.stderr.rstrip().endswith("(mlserve list nope' shows its versions)") is False
@@ -203,19 +205,35 @@ def test_tag_set_meta_gc(cli, registry_dir: Path, artifacts) -> None:
 def test_registry_path_problems_are_one_line_errors(cli, tmp_path: Path, artifacts) -> None:
     a_file = tmp_path / "plain-file"
     a_file.write_text("not a registry")
-    r = cli("list", "--registry", a_file)
-    assert (r.exit_code, r.stderr) == (exitcodes.USAGE, f"error: registry path {a_file} is a file, not a directory "
-                                                         "(point --registry / MLSERVE_REGISTRY at a directory)\n")
+    # one rule for every command: a registry path that exists but is no directory is exit 8, saying what it is
+    for args in (["list"], ["verify"], ["register", "m", artifacts["a"]]):
+        r = cli(*args, "--registry", a_file)
+        assert (r.exit_code, r.stderr) == (exitcodes.IO_ERROR, f"error: registry path {a_file} is a file, not a "
+                                           "directory (point --registry / MLSERVE_REGISTRY at a directory)\n"), args
     r = cli("register", "m", artifacts["a"], "--registry", a_file / "below")
     assert r.exit_code == exitcodes.IO_ERROR
-    assert r.stderr == (f"error: Not a directory: {a_file / 'below' / 'models'} "
-                        "(check the path, its permissions and free space)\n")
+    assert r.stderr == (f"error: registry path {a_file / 'below'} is below {a_file}, which is a file, not a directory "
+                        "(point --registry / MLSERVE_REGISTRY at a directory)\n")
+    dangling = tmp_path / "gone-link"
+    os.symlink(tmp_path / "gone", dangling)
+    for args in (["list"], ["register", "m", artifacts["a"]]):
+        r = cli(*args, "--registry", dangling)
+        assert r.exit_code == exitcodes.IO_ERROR, args
+        assert r.stderr.startswith(f"error: registry path {dangling} is a symlink to {tmp_path / 'gone'}, which does "
+                                   "not exist"), r.stderr
     assert a_file.read_text() == "not a registry"
 
 
-def test_verify_of_a_missing_registry_is_not_clean(cli, tmp_path: Path) -> None:
-    r = cli("verify", "--registry", tmp_path / "typo")
-    assert r.exit_code == exitcodes.NOT_FOUND and r.stderr.startswith(f"error: registry {tmp_path / 'typo'} does not exist")
+def test_a_missing_registry_is_not_found_for_every_command_but_register(cli, tmp_path: Path, artifacts) -> None:
+    typo = tmp_path / "typo"
+    for args in (["verify"], ["list"], ["list", "m"], ["show", "m"], ["resolve", "m@production"], ["history", "m"],
+                 ["gc", "m", "--keep", "1", "--dry-run"], ["promote", "m", "1"]):
+        r = cli(*args, "--registry", typo)
+        assert r.exit_code == exitcodes.NOT_FOUND, (args, r.stderr)
+        assert r.stderr.startswith(f"error: registry {typo} does not exist"), (args, r.stderr)
+    assert not typo.exists(), "nothing was created"
+    assert cli("register", "m", artifacts["a"], "--registry", typo).exit_code == 0
+    assert cli("list", "--registry", typo).exit_code == 0
 
 
 @pytest.mark.parametrize("args, message", [

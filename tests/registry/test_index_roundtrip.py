@@ -12,7 +12,7 @@ from mlserve.errors import InvalidNameError
 from mlserve.registry import RegistryRef, parse_ref
 from mlserve.registry.names import check_model_name
 from mlserve.registry.schema import Event, ModelIndex, VersionRecord, VersionState
-from mlserve.registry.store import _dump, _load_doc
+from mlserve.registry.layout import dump_doc as _dump, load_doc as _load_doc
 
 names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_+-]{0,30}(\.[A-Za-z0-9_+-]{1,5})?\Z")
 stages = st.from_regex(r"\A[a-z][a-z0-9_-]{0,15}\Z").filter(lambda s: s not in {"archived", "registered", "none"})
@@ -65,3 +65,17 @@ def test_accepted_names_are_safe_directory_names(text: str) -> None:
         return
     assert "/" not in text and "\\" not in text and ".." not in text and not text.startswith(".")
     assert 0 < len(text) <= 128 and Path(text).name == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(doc=st.one_of(model_indexes, records, events, states), offset=st.integers(-14 * 60, 14 * 60))
+def test_json_dumps_are_what_pydantic_gives(doc, offset: int) -> None:
+    """The --json documents keep their form: times as pydantic writes them (Z for UTC), paths as strings."""
+    from datetime import timedelta
+
+    from pydantic_core import to_jsonable_python
+
+    for name in ("created_at", "registered_at", "at"):
+        if hasattr(doc, name):
+            setattr(doc, name, getattr(doc, name).astimezone(timezone(timedelta(minutes=offset))))
+    assert doc.model_dump(mode="json") == to_jsonable_python(doc.model_dump())

@@ -21,7 +21,7 @@ from mlserve.registry.schema import (
     VersionInfo,
     VersionList,
 )
-from mlserve.registry.store import PRODUCTION, Registry, parse_requirement
+from mlserve.registry.api import PRODUCTION, Registry, parse_requirement
 
 __all__ = [
     "PRODUCTION", "Event", "GcResult", "HistoryResult", "ModelList", "ModelSummary", "PromoteResult",

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from mlserve.errors import InvalidNameError
 
 MAX_LEN = 128
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_STAGE = re.compile(r"^[a-z][a-z0-9_-]*$")
+# matched with fullmatch: ``$`` would also accept a trailing newline ("m\n" listed as a second "m")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_STAGE = re.compile(r"[a-z][a-z0-9_-]*")
 RESERVED_STAGES = {"archived", "registered", "none"}
 
 
@@ -24,7 +25,7 @@ def _check(kind: str, value: str, pattern: re.Pattern[str]) -> str:
         raise InvalidNameError(f"{kind} {value[:40]!r}... is longer than {MAX_LEN} characters")
     if ".." in value or "/" in value or "\\" in value or "\x00" in value:
         raise InvalidNameError(f"{kind} {value!r} must not contain '/', '\\' or '..'")
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         allowed = "lowercase letters, digits, '-' and '_', starting with a letter" if pattern is _STAGE else (
             "letters, digits, '.', '_', '+' and '-', starting with a letter or digit"
         )

@@ -1,7 +1,10 @@
-"""The registry's on-disk documents and the typed results of its operations (pydantic models).
+"""The registry's on-disk documents and the typed results of its operations.
 
 On-disk documents forbid unknown fields and carry a schema version, so a hand-edited or damaged
-file is caught on load with a message naming the file and the field.
+file is caught on load with a message naming the file and the field. They and the results are
+:class:`~mlserve.registry.docs.Doc` classes: the same fields, ``model_dump(mode="json")`` and
+``model_validate_json`` as the pydantic models they replace, without pydantic's import and schema
+building on the read path (``mlserve resolve`` runs in CI loops).
 """
 
 from __future__ import annotations
@@ -10,14 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from mlserve.registry.docs import Doc, Factory, format_time
 
 SCHEMA_VERSION = 1
 JsonValue = Any
 
 
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Doc(Doc):
+    pass
 
 
 # ---------------------------------------------------------------- on disk
@@ -33,7 +36,7 @@ class ModelIndex(_Doc):
     schema_version: int = SCHEMA_VERSION
     name: str
     created_at: datetime
-    stages: dict[str, str] = Field(default_factory=dict)
+    stages: dict[str, str] = Factory(dict)
     """stage -> version; the symlinks under ``stages/`` are the truth, this is checked against them."""
     next_seq: int = 1
     latest: Optional[str] = None
@@ -60,8 +63,8 @@ class VersionRecord(_Doc):
     registered_at: datetime
     registered_by: str
     source: str
-    metrics: dict[str, float] = Field(default_factory=dict)
-    meta: dict[str, JsonValue] = Field(default_factory=dict)
+    metrics: dict[str, float] = Factory(dict)
+    meta: dict[str, JsonValue] = Factory(dict)
 
 
 class ArchiveMark(_Doc):
@@ -74,9 +77,9 @@ class VersionState(_Doc):
     """The mutable side of a version: tags, later metadata and metrics, archive mark."""
 
     schema_version: int = SCHEMA_VERSION
-    tags: list[str] = Field(default_factory=list)
-    meta: dict[str, JsonValue] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    tags: list[str] = Factory(list)
+    meta: dict[str, JsonValue] = Factory(dict)
+    metrics: dict[str, float] = Factory(dict)
     archived: Optional[ArchiveMark] = None
 
 
@@ -91,23 +94,39 @@ class Event(_Doc):
     to_version: Optional[str] = None
     actor: str
     reason: Optional[str] = None
-    details: dict[str, JsonValue] = Field(default_factory=dict)
+    details: dict[str, JsonValue] = Factory(dict)
 
 
-class StageTxn(_Doc):
-    """Write-ahead record of a stage change, removed when the change is complete."""
+class TxnRecord(_Doc):
+    """Write-ahead record of a change (``.txn.json``), written before its commit point, removed when done.
 
-    stage: str
+    ``op`` says what the commit point is: ``stage`` the stage symlink swap, ``state`` the rename of a
+    version's ``state.json`` (``state_sha256`` identifies the new content), ``register`` the rename of
+    the staging directory to ``versions/<version>``, ``gc`` the journal append of the gc event. The
+    next writer (or ``verify --repair``) finishes a change whose commit point passed and discards
+    one whose did not; readers already report a committed one.
+    """
+
+    op: Literal["stage", "state", "register", "gc"] = "stage"
+    stage: Optional[str] = None
     from_version: Optional[str] = None
     to_version: Optional[str] = None
+    version: Optional[str] = None
+    state_sha256: Optional[str] = None
+    staging: Optional[str] = None
+    removed: list[str] = Factory(list)
     event: Event
+
+
+StageTxn = TxnRecord
+"""The record's name before it covered every kind of change."""
 
 
 # ---------------------------------------------------------------- results
 
 
-class Result(BaseModel):
-    warnings: list[str] = Field(default_factory=list)
+class Result(Doc):
+    warnings: list[str] = Factory(list)
 
 
 class RegisterResult(Result):
@@ -155,8 +174,8 @@ class ResolvedVersion(Result):
     stage: Optional[str] = None
     artifact_path: Path
     sha256: str
-    metrics: dict[str, float] = Field(default_factory=dict)
-    meta: dict[str, JsonValue] = Field(default_factory=dict)
+    metrics: dict[str, float] = Factory(dict)
+    meta: dict[str, JsonValue] = Factory(dict)
 
 
 class ModelSummary(Result):
@@ -167,7 +186,7 @@ class ModelSummary(Result):
     created_at: datetime
 
 
-class VersionRow(BaseModel):
+class VersionRow(Doc):
     version: str
     seq: int
     registered_at: datetime
@@ -176,6 +195,14 @@ class VersionRow(BaseModel):
     stages: list[str]
     status: str
     tags: list[str]
+
+    def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
+        """The generic dump, spelled out: ``list`` dumps 10,000 of these."""
+        d = self.__dict__
+        at = d["registered_at"]
+        return {"version": d["version"], "seq": d["seq"], "registered_at": format_time(at) if mode == "json" else at,
+                "sha256": d["sha256"], "size": d["size"], "stages": list(d["stages"]), "status": d["status"],
+                "tags": list(d["tags"])}
 
 
 class ModelList(Result):
@@ -197,7 +224,7 @@ class HistoryResult(Result):
     """With ``at``: the version that held ``stage`` at that instant (None: the stage was empty)."""
 
 
-class Problem(BaseModel):
+class Problem(Doc):
     model: Optional[str]
     version: Optional[str] = None
     kind: str
