@@ -60,6 +60,8 @@ COMMANDS: dict[str, Entry] = {
     "serve": Entry("mlserve.cli.serve:serve", "Serve ONNX models over OIP v2 (REST and gRPC).", "Delivery"),
     "deploy": Entry("mlserve.cli.deploy:app", "Print Kubernetes manifests for mlserve serve.", "Delivery"),
     "quickstart": Entry("mlserve.cli.quickstart:quickstart", "Run the whole workflow on an example model.", "Setup"),
+    "completion": Entry("mlserve.cli.completion:completion", "Print or install shell completion (bash, zsh, fish).",
+                        "Setup"),
     "config": Entry("mlserve.cli.config:show_config", "Show the settings in effect and where they come from.",
                     "Setup"),
 }
@@ -74,7 +76,7 @@ def _epilog() -> str:
         "\b\nEnvironment variables:\n" + "\n".join(names),
         "Settings come from the flag, else the environment variable, else the config file, else the default; "
         "'mlserve config' shows each one in effect and where it came from. Exit codes are listed in the README. "
-        "Shell completion (bash, zsh, fish): mlserve --install-completion.",
+        "Shell completion (bash, zsh, fish): mlserve completion bash --install.",
     ])
 
 
@@ -90,17 +92,33 @@ class _Run:
 _run = _Run()
 
 
+GROUPS = {"rollout", "ab", "deploy"}
+"""Commands that are groups: ``--json`` given before ``mlserve rollout status`` goes after ``status``."""
+
+
 def split_global_flags(args: list[str]) -> tuple[list[str], set[str]]:
-    """Take ``--traceback``/``--plain`` out of ``args`` wherever they are, and move a ``--json`` given before
-    the subcommand to its end (both up to a ``--``); return the new args and the flags seen."""
+    """Take ``--traceback``/``--plain`` out of ``args`` wherever they are, and move a ``--json`` given before the
+    command to just after the command's name (both up to a ``--``); return the new args and the flags seen.
+
+    ``--json`` goes right after the name, never at the end, so that it can never become the value of a trailing
+    option (``mlserve --json promote m:1 --reason`` is a missing value, not a reason "--json").
+    """
     end = args.index("--") if "--" in args else len(args)
     head, tail = args[:end], args[end:]
     seen = {a for a in head if a in ROOT_FLAGS or a == "--json"}
     head = [a for a in head if a not in ROOT_FLAGS]
-    first = next((i for i, a in enumerate(head) if a in COMMANDS), None)
-    if first is not None and "--json" in head[:first]:
-        head = [a for a in head[:first] if a != "--json"] + head[first:] + ["--json"]
-    return head + tail, seen
+    first = next((i for i, a in enumerate(head) if not a.startswith("-")), None)
+    if first is None:  # no command at all (`mlserve --json --version`): the root takes no --json
+        return [a for a in head if a != "--json"] + tail, seen
+    if "--json" not in head[:first]:
+        return head + tail, seen
+    before = [a for a in head[:first] if a != "--json"]
+    after = head[first + 1:]
+    if head[first] in GROUPS and after and not after[0].startswith("-"):
+        return before + [head[first], after[0], "--json"] + after[1:] + tail, seen
+    if head[first] not in COMMANDS:  # not a command: keep the flag for the error document, drop it from parsing
+        return before + head[first:] + tail, seen
+    return before + [head[first], "--json"] + after + tail, seen
 
 
 # ------------------------------------------------------------------------------------------ the boundary
@@ -234,12 +252,13 @@ class LazyGroup(TyperGroup):
         args = list(sys.argv[1:] if args is None else args)
         prog_name = prog_name or "mlserve"
         var = complete_var or "_MLSERVE_COMPLETE"
-        if os.environ.get(var):  # shell completion: typer answers and exits
+        if os.environ.get(var):  # shell completion: typer answers, mlserve fits the answer to the shell
             from mlserve.cli import completion
 
-            if completion.prepare(var):
-                return super().main(args, prog_name, var, standalone_mode=standalone_mode, **extra)
-            return 0
+            code = completion.answer(var, lambda: super(LazyGroup, self).main(args, prog_name, var, **extra))
+            if standalone_mode:
+                sys.exit(code)
+            return code
         args, seen = split_global_flags(args)
         _run.traceback, _run.json = "--traceback" in seen, "--json" in seen
         from mlserve.cli import _output
@@ -296,7 +315,7 @@ app = typer.Typer(
     help="Model registry, optimization, benchmarking and progressive delivery for ML models.",
     epilog=_epilog(),
     no_args_is_help=True,
-    add_completion=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
