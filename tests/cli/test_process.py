@@ -146,3 +146,28 @@ def test_a_terminal_gets_a_table_that_cuts_nothing(tmp_path: Path) -> None:
     assert "…" not in text and "│" in text  # a rich table, and nothing cut short
     first_column = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2)
     assert long_name in first_column  # folded across lines inside its cell, every character there
+
+
+@pytest.mark.parametrize("args, redirect, code, err", [
+    (["--version"], "| true", exitcodes.BROKEN_PIPE, ""),
+    (["-V"], "> /dev/full", exitcodes.IO_ERROR, "error: cannot write to stdout: No space left on device"),
+    (["--help"], "> /dev/full", exitcodes.IO_ERROR, "error: cannot write to stdout: No space left on device"),
+    (["list"], ">&-", exitcodes.BROKEN_PIPE, ""),
+    (["resolve", "m:1"], ">&-", exitcodes.BROKEN_PIPE, ""),
+    (["show", "nope"], "2>&1 | true", exitcodes.NOT_FOUND, None),
+    (["show", "nope"], "2>/dev/full", exitcodes.NOT_FOUND, None),
+    (["show", "nope"], "2>&-", exitcodes.NOT_FOUND, None),
+    (["resolve", "nope:1"], "2>&-", exitcodes.NOT_FOUND, None),
+])
+def test_closed_or_full_streams_keep_the_exit_code(populated: Path, args, redirect, code, err) -> None:
+    """A stream that cannot be written never turns into a traceback or exit 1: stdout closed is 141, stdout full
+    is 8 naming stdout, and a broken stderr leaves the command's own exit code."""
+    import shlex
+
+    line = f"set -o pipefail; {shlex.join([MLSERVE, *args])} {redirect}; echo rc=$? >&2"
+    proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=_env(populated), timeout=60)
+    lines = proc.stderr.splitlines()
+    assert lines[-1] == f"rc={code}", proc.stderr
+    assert "Traceback" not in proc.stderr
+    if err is not None:
+        assert lines[:-1] == ([err] if err else [])

@@ -49,22 +49,29 @@ def parse(argv: list[str]) -> tuple[str, str, dict[str, str], bool] | None:
 
 def run(argv: list[str]) -> int | None:
     """Answer ``argv`` here and return the exit code, or None to leave it to the full parser."""
-    if argv in (["--version"], ["-V"]):
-        print(f"mlserve {__version__}")
-        return exitcodes.OK
-    parsed = parse(argv)
-    if parsed is None:
+    version = argv in (["--version"], ["-V"])
+    parsed = None if version else parse(argv)
+    if not version and parsed is None:
         return None
     from mlserve.cli._output import GuardedStdout, StdoutClosed
 
     real_stdout = sys.stdout
     sys.stdout = GuardedStdout(real_stdout)  # type: ignore[assignment]
     try:
-        code = _answer(*parsed)
+        if version:
+            print(f"mlserve {__version__}")
+            code = exitcodes.OK
+        else:
+            code = _answer(*parsed)  # type: ignore[misc]
         sys.stdout.flush()
         return code
     except StdoutClosed:
         return exitcodes.BROKEN_PIPE
+    except OSError as exc:  # stdout refused the output (a full disk)
+        from mlserve.cli.app import report_error
+        from mlserve.errors import StorageError
+
+        return report_error(StorageError(f"cannot write to stdout: {exc.strerror or exc}"))
     finally:
         sys.stdout = real_stdout
 

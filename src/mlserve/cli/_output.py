@@ -103,9 +103,11 @@ class GuardedStdout:
     its own (rich and click exit 1 on a BrokenPipeError), and later writes go to /dev/null instead of failing."""
 
     def __init__(self, inner: Any) -> None:
-        self._inner = inner
+        self._inner = inner  # None when the process was started with stdout closed (`mlserve list >&-`)
 
     def write(self, text: str) -> int:
+        if self._inner is None:
+            raise StdoutClosed()
         try:
             return self._inner.write(text)
         except BrokenPipeError:
@@ -113,10 +115,15 @@ class GuardedStdout:
             raise  # unreachable: _closed raises
 
     def flush(self) -> None:
+        if self._inner is None:
+            return
         try:
             self._inner.flush()
         except BrokenPipeError:
             self._closed()
+
+    def isatty(self) -> bool:
+        return self._inner is not None and self._inner.isatty()
 
     def _closed(self) -> None:
         try:
@@ -128,7 +135,50 @@ class GuardedStdout:
         raise StdoutClosed()
 
     def __getattr__(self, name: str) -> Any:
+        if self._inner is None:
+            raise StdoutClosed()
         return getattr(self._inner, name)
+
+
+class QuietStderr:
+    """Wraps stderr so that a closed or full stderr (`2>&1 | true`, `2>/dev/full`, `2>&-`) never changes the exit
+    code: what cannot be written is dropped, and the command's own exit code stands."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        if self._inner is not None:
+            try:
+                return self._inner.write(text)
+            except (OSError, ValueError):
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._inner is not None:
+            try:
+                self._inner.flush()
+            except (OSError, ValueError):
+                self._drop()
+
+    def _drop(self) -> None:
+        try:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, 2)
+            os.close(fd)
+        except OSError:
+            pass
+        self._inner = None
+
+    def isatty(self) -> bool:
+        return self._inner is not None and self._inner.isatty()
+
+    def fileno(self) -> int:
+        return 2
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner if self._inner is not None else sys.__stderr__, name)
 
 
 def to_jsonable(obj: Any) -> Any:

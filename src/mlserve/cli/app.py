@@ -218,7 +218,26 @@ def load_command(name: str) -> Any:
     command.name = name
     command.short_help = entry.summary
     _polish(command)
+    _mark_work(command)
     return command
+
+
+def _mark_work(command: Any) -> None:
+    """Each command's function first tells :mod:`mlserve.cli.entry` that its work begins (signals then unwind)."""
+    from functools import wraps
+
+    from mlserve.cli.entry import begin_work
+
+    for sub in getattr(command, "commands", {}).values():
+        _mark_work(sub)
+    callback = getattr(command, "callback", None)
+    if callback is not None and not getattr(command, "commands", None):
+        @wraps(callback)
+        def working(*args: Any, **kwargs: Any) -> Any:
+            begin_work()
+            return callback(*args, **kwargs)
+
+        command.callback = working
 
 
 class LazyGroup(TyperGroup):
@@ -271,6 +290,8 @@ class LazyGroup(TyperGroup):
             sys.stdout.flush()
         except StdoutClosed:
             code = exitcodes.BROKEN_PIPE
+        except OSError as exc:  # stdout refused help or usage text (a full disk)
+            code = report_error(StorageError(f"cannot write to stdout: {exc.strerror or exc}"))
         finally:
             sys.stdout = real_stdout
             _output.force_plain(False)
