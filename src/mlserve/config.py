@@ -29,7 +29,44 @@ class Setting:
     env: str
     help: str
     default: Callable[[], Any]
-    parse: Callable[[str], Any] = str
+    kind: str = "str"
+    """``str``, ``path``, ``number`` (a finite float >= 0), ``integer`` (>= 0) or ``bool``."""
+
+    def parse(self, text: str) -> Any:
+        """A value from the environment (always text)."""
+        if self.kind == "bool":
+            return _parse_bool(text)
+        if self.kind in ("number", "integer"):
+            try:
+                value: Any = int(text) if self.kind == "integer" else float(text)
+            except ValueError:
+                raise UsageError(f"not {'an integer' if self.kind == 'integer' else 'a number'}: {text!r}") from None
+            return self.check(value)
+        return self.check(text)
+
+    def check(self, value: Any) -> Any:
+        """Validate a value from any source (a flag, the environment, the file); return it normalised."""
+        import math
+
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise UsageError(f"not a boolean: {value!r}")
+            return value
+        if self.kind in ("number", "integer"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    (self.kind == "integer" and not float(value).is_integer()):
+                raise UsageError(f"not {'an integer' if self.kind == 'integer' else 'a number'}: {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise UsageError(f"{value!r} is not a finite number of 0 or more")
+            return int(value) if self.kind == "integer" else float(value)
+        if not isinstance(value, (str, Path)):
+            raise UsageError(f"not a string: {value!r}")
+        if self.kind == "path":
+            try:
+                return Path(value).expanduser()
+            except RuntimeError as exc:  # "~nouser/x"
+                raise UsageError(f"cannot expand {str(value)!r}: {exc}") from None
+        return str(value)
 
 
 def _default_registry() -> Path:
@@ -56,36 +93,37 @@ def _parse_bool(text: str) -> bool:
 SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in [
-        Setting("registry", "MLSERVE_REGISTRY", "registry directory", _default_registry, lambda v: Path(v).expanduser()),
-        Setting("lock_timeout", "MLSERVE_LOCK_TIMEOUT", "seconds to wait for the registry lock", lambda: 30.0, float),
-        Setting("traceback", "MLSERVE_TRACEBACK", "show the stack trace of errors", lambda: False, _parse_bool),
+        Setting("registry", "MLSERVE_REGISTRY", "registry directory", _default_registry, "path"),
+        Setting("lock_timeout", "MLSERVE_LOCK_TIMEOUT", "seconds to wait for the registry lock", lambda: 30.0, "number"),
+        Setting("traceback", "MLSERVE_TRACEBACK", "show the stack trace of errors", lambda: False, "bool"),
+        Setting("no_progress", "MLSERVE_NO_PROGRESS", "draw no progress bars on stderr", lambda: False, "bool"),
         Setting("rollout.prometheus_url", "MLSERVE_PROMETHEUS_URL", "Prometheus base URL", lambda: "http://127.0.0.1:9090"),
         Setting("rollout.namespace", "MLSERVE_NAMESPACE", "Kubernetes namespace", lambda: "default"),
         Setting("rollout.kubeconfig", "MLSERVE_KUBECONFIG", "kubeconfig file (else KUBECONFIG / in-cluster)", lambda: None),
         # mlserve serve (docs/serve.md)
         Setting("serve.host", "MLSERVE_SERVE_HOST", "address to listen on", lambda: "127.0.0.1"),
-        Setting("serve.http_port", "MLSERVE_SERVE_HTTP_PORT", "REST port", lambda: 8000, int),
-        Setting("serve.grpc_port", "MLSERVE_SERVE_GRPC_PORT", "gRPC port (0: no gRPC)", lambda: 8001, int),
-        Setting("serve.workers", "MLSERVE_SERVE_WORKERS", "server processes", lambda: 1, int),
-        Setting("serve.threads", "MLSERVE_SERVE_THREADS", "ONNX Runtime intra-op threads per session", lambda: 1, int),
-        Setting("serve.instances", "MLSERVE_SERVE_INSTANCES", "executor threads per model", lambda: 1, int),
+        Setting("serve.http_port", "MLSERVE_SERVE_HTTP_PORT", "REST port", lambda: 8000, "integer"),
+        Setting("serve.grpc_port", "MLSERVE_SERVE_GRPC_PORT", "gRPC port (0: no gRPC)", lambda: 8001, "integer"),
+        Setting("serve.workers", "MLSERVE_SERVE_WORKERS", "server processes", lambda: 1, "integer"),
+        Setting("serve.threads", "MLSERVE_SERVE_THREADS", "ONNX Runtime intra-op threads per session", lambda: 1, "integer"),
+        Setting("serve.instances", "MLSERVE_SERVE_INSTANCES", "executor threads per model", lambda: 1, "integer"),
         Setting("serve.device", "MLSERVE_SERVE_DEVICE", "auto, cpu, cuda or tensorrt", lambda: "cpu"),
-        Setting("serve.max_batch_size", "MLSERVE_SERVE_MAX_BATCH_SIZE", "rows per run (1: no batching)", lambda: 32, int),
+        Setting("serve.max_batch_size", "MLSERVE_SERVE_MAX_BATCH_SIZE", "rows per run (1: no batching)", lambda: 32, "integer"),
         Setting("serve.max_queue_delay", "MLSERVE_SERVE_MAX_QUEUE_DELAY", "milliseconds to wait for a fuller batch",
-                lambda: 0.0, float),
-        Setting("serve.max_queue", "MLSERVE_SERVE_MAX_QUEUE", "queued requests per model before 503", lambda: 1024, int),
+                lambda: 0.0, "number"),
+        Setting("serve.max_queue", "MLSERVE_SERVE_MAX_QUEUE", "queued requests per model before 503", lambda: 1024, "integer"),
         Setting("serve.request_timeout", "MLSERVE_SERVE_REQUEST_TIMEOUT", "seconds per request (0: none)",
-                lambda: 60.0, float),
+                lambda: 60.0, "number"),
         Setting("serve.max_request_bytes", "MLSERVE_SERVE_MAX_REQUEST_BYTES", "largest request body / gRPC message",
-                lambda: 64 * 1024 * 1024, int),
+                lambda: 64 * 1024 * 1024, "integer"),
         Setting("serve.drain_delay", "MLSERVE_SERVE_DRAIN_DELAY", "seconds of serving after SIGTERM, not ready",
-                lambda: 5.0, float),
+                lambda: 5.0, "number"),
         Setting("serve.drain_timeout", "MLSERVE_SERVE_DRAIN_TIMEOUT", "seconds for in-flight requests to finish",
-                lambda: 30.0, float),
+                lambda: 30.0, "number"),
         Setting("serve.poll_interval", "MLSERVE_SERVE_POLL_INTERVAL", "seconds between reads of a followed stage",
-                lambda: 1.0, float),
+                lambda: 1.0, "number"),
         Setting("serve.access_log", "MLSERVE_SERVE_ACCESS_LOG", "one JSON line per request on stderr", lambda: False,
-                _parse_bool),
+                "bool"),
     ]
 }
 
@@ -102,8 +140,8 @@ ENVIRONMENT: list[EnvVar] = [
     EnvVar(CONFIG_ENV, "config file (TOML); an explicit file that does not exist is an error"),
     EnvVar("MLSERVE_ACTOR", "who is acting, recorded in the journal (else GITHUB_ACTOR, GITLAB_USER_LOGIN, "
                             "BUILD_REQUESTEDFOR, then user@host)"),
-    EnvVar("MLSERVE_NO_PROGRESS", "set to 1 to draw no progress bars on stderr"),
     EnvVar("NO_COLOR", "set to anything to print no colours"),
+    EnvVar("GITHUB_RUN_ID", "rollout: names the CI job holding a rollout's Lease (also CI_JOB_ID, BUILD_ID)"),
     EnvVar("MLSERVE_SERVE_METRICS_LABELS", "mlserve serve: constant metric labels, KEY=VALUE separated by spaces"),
 ]
 """Environment variables that are not settings (settings add their own, see :func:`environment`)."""
@@ -172,12 +210,19 @@ def _load_file() -> dict[str, Any]:
 
 
 def _parse_from_file(setting: Setting, value: Any) -> Any:
-    if isinstance(value, bool) or (isinstance(value, (int, float)) and setting.parse in (float, int)):
-        return value
     try:
-        return setting.parse(str(value))
-    except (ValueError, UsageError) as exc:
-        raise UsageError(f"bad value for {setting.key} in {config_file()}: {value!r} ({exc})") from exc
+        if isinstance(value, dict):
+            raise UsageError("a table where a value belongs")
+        return setting.check(value)
+    except UsageError as exc:
+        raise UsageError(f"bad value for {setting.key} in {config_file()}: {value!r} ({exc.message})") from None
+
+
+def check_all() -> None:
+    """Read every setting from the environment and the file once, so that a bad value anywhere is an error (exit 2)
+    at the start of every command, whichever settings it happens to use."""
+    for key in SETTINGS:
+        resolve(key)
 
 
 def resolve(key: str, flag: Any = None) -> Any:
@@ -190,13 +235,17 @@ def resolve_with_source(key: str, flag: Any = None) -> tuple[Any, str]:
     setting = SETTINGS[key]
     file_values = _load_file()  # validated on every call, so a typo in the file is never silently ignored
     if flag is not None:
-        return flag, "flag"
+        try:
+            return setting.check(flag), "flag"
+        except UsageError as exc:  # every setting's flag is its last name part: serve.drain_timeout is --drain-timeout
+            flag_name = "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+            raise UsageError(f"bad value for {flag_name}: {flag!r} ({exc.message})") from None
     raw = os.environ.get(setting.env)
     if raw not in (None, ""):
         try:
             return setting.parse(raw), f"env {setting.env}"
-        except ValueError as exc:
-            raise UsageError(f"bad value for {setting.env}: {raw!r} ({exc})") from exc
+        except UsageError as exc:
+            raise UsageError(f"bad value for {setting.env}: {raw!r} ({exc.message})") from None
     if key in file_values and file_values[key] is not None:
         return _parse_from_file(setting, file_values[key]), f"file {config_file()}"
     return setting.default(), "default"

@@ -6,6 +6,7 @@ never disagree with ``pyproject.toml``.
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import sys
@@ -50,6 +51,8 @@ class ConfigReport(BaseModel):
     settings: list[SettingReport]
     dependencies: list[DependencyReport]
     extras: list[ExtraReport]
+    problems: list[str] = Field(default_factory=list)
+    """Settings or config file problems; every other command refuses to run while there are any (exit 2)."""
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -129,19 +132,33 @@ def _registry_state(path: Path) -> str:
 
 
 def config_report(flags: dict[str, Any] | None = None) -> ConfigReport:
-    """The settings in effect (``flags``: values given on the command line, by setting key)."""
+    """The settings in effect (``flags``: values given on the command line, by setting key). A bad value or config
+    file is reported in ``problems`` instead of stopping the report."""
+    from mlserve.errors import UsageError
+
     flags = flags or {}
-    settings = []
+    settings, problems = [], []
+    try:
+        config._load_file()
+    except UsageError as exc:
+        problems.append(str(exc))
     for key, setting in config.SETTINGS.items():
-        value, source = config.resolve_with_source(key, flags.get(key))
+        try:
+            value, source = config.resolve_with_source(key, flags.get(key))
+        except UsageError as exc:
+            if not problems or str(exc) not in problems:
+                problems.append(str(exc))
+            settings.append(SettingReport(key=key, env=setting.env, value=None, source="error"))
+            continue
         settings.append(SettingReport(key=key, env=setting.env, value=None if value is None else str(value),
                                       source=source))
-    registry = Path(config.resolve("registry", flags.get("registry"))).expanduser().absolute()
+    by_key = {s.key: s for s in settings}
+    registry_value = by_key["registry"].value
+    registry = Path(registry_value or ".").expanduser().absolute()
     deps, extras = dependency_report()
     path = config.config_file()
     return ConfigReport(
         mlserve_version=__version__, python=f"{platform.python_implementation()} {sys.version.split()[0]}",
-        config_file=path, config_file_exists=path.is_file(), config_file_explicit=bool(
-            __import__("os").environ.get(config.CONFIG_ENV)),
-        registry=registry, registry_state=_registry_state(registry), settings=settings, dependencies=deps,
-        extras=extras)
+        config_file=path, config_file_exists=path.is_file(), config_file_explicit=bool(os.environ.get(config.CONFIG_ENV)),
+        registry=registry, registry_state=_registry_state(registry) if registry_value else "unknown (bad setting)",
+        settings=settings, dependencies=deps, extras=extras, problems=problems)

@@ -82,8 +82,11 @@ def _answer(command: str, ref: str, options: dict[str, str], as_json: bool) -> i
     try:
         from pathlib import Path
 
+        from mlserve import config
         from mlserve.cli._output import emit
         from mlserve.registry import Registry
+
+        config.check_all()
 
         registry = options.get("--registry")
         reg = Registry(Path(registry) if registry else None)

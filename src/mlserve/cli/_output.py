@@ -258,6 +258,8 @@ class RichProgress(Progress):
 
 def progress_for(as_json: bool) -> Progress:
     """A progress sink for a command: silent under --json or when stderr is not a terminal."""
-    if as_json or not sys.stderr.isatty() or os.environ.get("MLSERVE_NO_PROGRESS"):
+    from mlserve import config
+
+    if as_json or not sys.stderr.isatty() or config.resolve("no_progress"):
         return Progress()
     return RichProgress()

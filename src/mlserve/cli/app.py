@@ -232,8 +232,12 @@ def _mark_work(command: Any) -> None:
         _mark_work(sub)
     callback = getattr(command, "callback", None)
     if callback is not None and not getattr(command, "commands", None):
+        check = command.name != "config"  # `mlserve config` shows a bad setting instead of stopping at it
+
         @wraps(callback)
         def working(*args: Any, **kwargs: Any) -> Any:
+            if check:
+                config.check_all()  # a bad value in any setting's env var or file is exit 2 for every command
             begin_work()
             return callback(*args, **kwargs)
 
@@ -353,8 +357,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     traceback: Annotated[bool, typer.Option(  # noqa: A002 - handled before parsing; declared for --help
-        "--traceback", envvar=config.env_var("traceback"), show_envvar=True,
-        help="On error, print the full stack trace to stderr (never local variables). Works anywhere.")] = False,
+        "--traceback",
+        help="On error, print the full stack trace to stderr (never local variables). Works anywhere; "
+             "MLSERVE_TRACEBACK=1 does the same.")] = False,
     plain: Annotated[bool, typer.Option(
         "--plain", help="Plain tab-separated output even on a terminal (the default when stdout is not one). "
                         "Works anywhere.")] = False,

@@ -161,7 +161,7 @@ def completion(
     Examples:
       mlserve completion bash --install
       eval "$(mlserve completion bash)"
-      mlserve completion fish > ~/.config/fish/completions/mlserve.fish
+      mlserve completion fish --install
     """
     from mlserve.cli._output import emit
     from mlserve.errors import UsageError
