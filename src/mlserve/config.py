@@ -213,7 +213,10 @@ def _parse_from_file(setting: Setting, value: Any) -> Any:
     try:
         if isinstance(value, dict):
             raise UsageError("a table where a value belongs")
-        return setting.check(value)
+        checked = setting.check(value)
+        if setting.kind == "path" and not checked.is_absolute():  # relative to the file, not to where mlserve runs
+            checked = config_file().parent / checked
+        return checked
     except UsageError as exc:
         raise UsageError(f"bad value for {setting.key} in {config_file()}: {value!r} ({exc.message})") from None
 

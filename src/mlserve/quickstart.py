@@ -55,8 +55,11 @@ class QuickstartResult(BaseModel):
 
     def script(self) -> str:
         """The steps as a shell script: one replayable line per command, its outcome as a comment."""
-        lines = ["# mlserve quickstart: replay any line below in a shell (the registry is the work directory's)",
-                 shlex.join(["cd", str(self.workdir)]), f"export MLSERVE_REGISTRY={shlex.quote(str(self.registry))}"]
+        lines = ["# mlserve quickstart: replay any line below in a shell (the registry is the work directory's).",
+                 "# The commands use the files quickstart wrote there: churn-v1.onnx, churn-v2.onnx and manifests/;",
+                 "# to replay from scratch, rerun 'mlserve quickstart' (it starts clean) or restore those files.",
+                 shlex.join(["cd", str(self.workdir)]), f"export MLSERVE_REGISTRY={shlex.quote(str(self.registry))}",
+                 "export MLSERVE_ACTOR=quickstart"]
         for step in self.steps:
             if step.argv is not None:
                 lines.append(step.command)

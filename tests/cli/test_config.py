@@ -112,3 +112,15 @@ def test_config_names_a_registry_from_the_environment_as_such(cli, tmp_path: Pat
     _, doc = cli.json("config")
     entry = next(s for s in doc["result"]["settings"] if s["key"] == "registry")
     assert (entry["value"], entry["source"]) == (str(tmp_path / "from-env"), "env MLSERVE_REGISTRY")
+
+
+def test_a_relative_path_in_the_file_is_relative_to_the_file(cli, tmp_path: Path, monkeypatch) -> None:
+    conf_dir = tmp_path / "etc"
+    conf_dir.mkdir()
+    (conf_dir / "mlserve.toml").write_text('registry = "models"\n')
+    monkeypatch.setenv("MLSERVE_CONFIG", str(conf_dir / "mlserve.toml"))
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    _, doc = cli.json("config")
+    assert doc["result"]["registry"] == str(conf_dir / "models")

@@ -35,10 +35,9 @@ def test_quickstart_end_to_end_prints_a_script_that_replays(cli, tmp_path: Path)
     text = cli("quickstart", "--workdir", workdir)
     assert text.exit_code == 0, text.stderr
     script = text.stdout
-    assert script.splitlines()[:4] == [
-        f"# started clean: removed the previous quickstart's files in {workdir}",
-        "# mlserve quickstart: replay any line below in a shell (the registry is the work directory's)",
-        f"cd {workdir}", f"export MLSERVE_REGISTRY={registry}"]
+    lines = script.splitlines()
+    assert lines[0] == f"# started clean: removed the previous quickstart's files in {workdir}"
+    assert lines[4:7] == [f"cd {workdir}", f"export MLSERVE_REGISTRY={registry}", "export MLSERVE_ACTOR=quickstart"]
     assert script.rstrip().endswith("# churn@production is version 3")
     assert [json.loads(line)["kind"] for line in journal.read_text().splitlines()] == kinds, "a rerun starts clean"
 
@@ -54,7 +53,8 @@ def test_quickstart_end_to_end_prints_a_script_that_replays(cli, tmp_path: Path)
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     replay = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert replay.returncode == 0, replay.stderr
-    assert [json.loads(line)["kind"] for line in journal.read_text().splitlines()] == kinds
+    replayed = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [e["kind"] for e in replayed] == kinds and {e["actor"] for e in replayed} == {"quickstart"}
     assert (registry / "models" / "churn" / "current").resolve().name == "3"
 
 

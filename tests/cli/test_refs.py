@@ -79,6 +79,7 @@ def test_register_and_history_references(cli, reg3, tmp_path: Path) -> None:
     (["gc", "churn@production", "--keep", "1"], "error: 'mlserve gc' takes a model name, not 'churn@production'"),
     (["list", "churn:1"], "error: 'mlserve list' takes a model name, not 'churn:1'"),
     (["show", "churn:1", "--field", "nope"], "error: no field 'nope' (fields: "),
+    (["tag", "churn:1", "bad tag"], "error: tag 'bad tag' is not valid"),
 ])
 def test_contradictions_are_usage_errors(cli, reg3, tmp_path: Path, args, message) -> None:
     art = tmp_path / "a1.onnx"

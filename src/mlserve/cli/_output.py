@@ -54,8 +54,10 @@ def print_table(out: "Console", header: list[str], rows: list[list[Any]], *, tit
     from rich.table import Table
 
     table = Table(title=title, title_justify="left") if title else Table()
-    for name in header:
-        table.add_column(name, justify="right" if name in right else "left", overflow="fold")
+    for i, name in enumerate(header):  # short cells (versions, shas, times) never fold mid-token; long ones fold
+        longest = max([len(name), *(len(_cell(row[i])) for row in rows)])
+        table.add_column(name, justify="right" if name in right else "left", overflow="fold",
+                         min_width=longest if longest <= 20 else 20)
     for row in rows:
         table.add_row(*(_cell(c) for c in row))
     out.print(table)

@@ -23,7 +23,7 @@ from mlserve.registry import (
     artifacts, indexes, journal, locks, recovery, registration, retention, stages, txn, versions,
 )
 from mlserve.registry.layout import PRODUCTION, Layout, ModelPaths, REPAIR_HINT
-from mlserve.registry.names import check_model_name, check_stage, check_version, parse_ref_strict
+from mlserve.registry.names import check_model_name, check_stage, check_tag, check_version, parse_ref_strict
 from mlserve.registry.schema import (
     Event,
     GcResult,
@@ -271,7 +271,7 @@ class Registry:
         return self._change_state(name, version, "set-meta", reason, details)
 
     def tag(self, name: str, version: str, tags: Iterable[str], *, remove: bool = False) -> VersionInfo:
-        tags = [check_version(t) for t in tags]
+        tags = [check_tag(t) for t in tags]
         return self._change_state(name, version, "untag" if remove else "tag", None, {"tags": tags})
 
     def _change_state(self, name: str, version: str, kind: str, reason: str | None,

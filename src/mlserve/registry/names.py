@@ -41,6 +41,11 @@ def check_version(version: str) -> str:
     return _check("version", version, _NAME)
 
 
+def check_tag(tag: str) -> str:
+    """Tags follow the grammar of versions (they appear in the same places)."""
+    return _check("tag", tag, _NAME)
+
+
 def check_stage(stage: str) -> str:
     _check("stage", stage, _STAGE)
     if stage in RESERVED_STAGES:
