@@ -100,8 +100,8 @@ def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float
     client = PrometheusClient(prometheus_url)
 
     def run(window: JudgeWindow) -> Any:
-        # at a 100% step stable serves nothing, so only thresholds can judge it
-        compare = window.strategy == "canary" and window.weight < 100
+        # at a 100% step stable serves nothing (and blue-green's live colour is not comparable): thresholds only
+        compare = window.compare
         if not compare and not has_threshold:
             return SkippedVerdict(STABLE_IDLE if window.strategy == "canary" else
                                   "the analysis has no threshold metric and blue-green cannot compare")
@@ -113,8 +113,11 @@ def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float
 
 
 def _engine(target: Target, *, judge: Judge | None = None, progress: Progress = NULL_PROGRESS,
-            interrupt: Interrupt | None = None, registry: bool = True, write: bool = True) -> RolloutEngine:
+            interrupt: Interrupt | None = None, registry: bool = True, write: bool = True,
+            retry_budget: float | None = None) -> RolloutEngine:
     store = open_store(target, write=write)
+    if retry_budget is not None and hasattr(store, "retry_budget"):
+        store.retry_budget = retry_budget
     return RolloutEngine(store, judge=judge, registry=open_registry(target) if registry else None,
                          interrupt=interrupt, progress=progress)
 
@@ -130,8 +133,9 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
     ever say "inconclusive". The planned pauses (and ``--keep``) must fit in ``--timeout``.
     """
     from mlserve.errors import UsageError
-    from mlserve.rollout.engine import DEFAULT_SLACK, check_budget, planned_wait
+    from mlserve.rollout.settings import DEFAULT_SLACK, check_budget, planned_wait, validate
 
+    validate(cfg)
     judge = None
     spec = None
     if cfg.strategy == "blue-green" and not no_analysis and analysis is None:
@@ -150,7 +154,9 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
     check_budget(cfg)
     if spec is not None:
         judge = prometheus_judge(analysis, prometheus_url, pause=cfg.pause, spec=spec)  # type: ignore[arg-type]
-    return _engine(target, judge=judge, progress=progress, interrupt=interrupt).run(cfg)
+    # transient API errors are retried for up to half the Lease duration: the heartbeat survives them
+    return _engine(target, judge=judge, progress=progress, interrupt=interrupt,
+                   retry_budget=max(1.0, cfg.lease_seconds / 2)).run(cfg)
 
 
 def plan_rollout(cfg: RolloutConfig, target: Target) -> PlanResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from mlserve import exitcodes
-from rollout.k8s.k8s_support import NS, weights
+from rollout.k8s.k8s_support import STABLE_BACKENDS, NS, weights
 
 
 def test_canary_json_record(seeded, registry, cli):
@@ -74,7 +74,7 @@ def test_unreachable_prometheus_reverts_and_exits_infrastructure(seeded, registr
     doc = json.loads(result.stdout)["result"]
     assert doc["outcome"] == "failed" and doc["reverted"] is True
     assert "127.0.0.1:9" in doc["message"]
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
     # Reverted, so the lock is free again: the next rollout may start.
     status = json.loads(cli("rollout", "status", "iris", "-n", NS, "--server", seeded.url, "--json").stdout)["result"]
     assert status["phase"] == "failed" and status["reverted"] is True

@@ -12,7 +12,7 @@ import pytest
 
 from helpers.prometheus import TrafficProfile, WorkloadExporter, start_prometheus
 from mlserve import exitcodes
-from rollout.k8s.k8s_support import NS
+from rollout.k8s.k8s_support import STABLE_BACKENDS, NS
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -49,5 +49,5 @@ def test_degraded_canary_is_rolled_back(tmp_path, seeded, registry, cli):
     metrics = {m["name"]: m for m in step["analysis"]["metrics"]}
     assert metrics["success-rate"]["verdict"] == "fail"
     assert metrics["success-rate"]["canary_median"] < 0.8
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
     assert registry.resolve("iris@production").version == "1"
