@@ -145,19 +145,21 @@ def test_a_sample_too_small_for_a_bounded_interval_is_inconclusive_never_pass():
     assert (result.verdict, result.comparison) == ("inconclusive", "inconclusive")
     assert (result.shift, result.shift_low, result.shift_high) == (99.0, None, None)
     assert result.reason == ("comparison: 2 canary and 2 stable point(s) are too few for a bounded 0.95 confidence interval; "
-                             "use min_points >= 3")
+                             "use min_points >= 4")
     # A threshold that passes does not turn the unbounded comparison into a pass either...
     with_threshold = judge_metric(metric.model_copy(update={"threshold": 1000.0}), [100.0, 100.0], [1.0, 1.0], confidence=0.95)
     assert (with_threshold.verdict, with_threshold.threshold_verdict, with_threshold.comparison) == ("inconclusive", "pass", "inconclusive")
     # ... and the analysis is inconclusive (no score), not a pass.
     spec = AnalysisSpec.model_construct(metrics=[metric], step="15s", window="1m", pass_score=95.0, marginal_score=75.0, confidence=0.95)
     assert score_analysis(spec, [with_threshold])[:2] == ("inconclusive", None)
-    # One canary point never bounds the interval at 95 %, however many stable points there are.
+    # One canary point against 200 stable ones: its rank among 201 points is an exact test (P = 1/201 per rank),
+    # so the exact distribution does bound the interval, and a point far above every stable one is "high".
     one = judge_metric(metric.model_copy(update={"min_points": 1}), [5.0], noisy(1.0, n=200), confidence=0.95)
-    assert one.comparison == "inconclusive" and one.verdict == "inconclusive"
+    assert one.comparison == "high" and one.shift_low is not None
     # At the smallest workable size the interval exists and a clear regression is caught.
-    three = judge_metric(metric.model_copy(update={"min_points": 3}), [100.0, 101.0, 102.0], [1.0, 2.0, 3.0], confidence=0.95)
-    assert (three.verdict, three.shift_low, three.shift_high) == ("high", 97.0, 101.0)
+    four = judge_metric(metric.model_copy(update={"min_points": 4}), [100.0, 101.0, 102.0, 103.0], [1.0, 2.0, 3.0, 4.0],
+                        confidence=0.95)
+    assert (four.verdict, four.shift_low, four.shift_high) == ("high", 96.0, 102.0)
 
 
 def test_a_threshold_failure_is_reported_even_without_stable_data():

@@ -142,13 +142,13 @@ def test_every_problem_is_shown_unknown_keys_first(tmp_path):
     assert [e["loc"] for e in info.value.details["errors"]] == [["metrics", "0", "treshold"], ["metrics", "0", "direction"], ["step"]]
 
 
-@pytest.mark.parametrize("confidence,smallest", [(0.95, 3), (0.99, 5), (0.999, 8)])
+@pytest.mark.parametrize("confidence,smallest", [(0.95, 4), (0.99, 5), (0.999, 7)])
 def test_min_points_too_small_for_a_bounded_interval_is_refused(tmp_path, confidence, smallest):
     """At 95 % two points per side can never bound the shift: refused at load time, naming the field and the fix.
 
-    By hand, k = ceil(n^2/2 - z * sqrt(n^2 (2n + 1) / 12)) must reach 1. 95 %: n = 2 gives 2 - 1.96 * 1.291 < 0,
-    n = 3 gives 4.5 - 1.96 * 2.291 = 0.009. 99 %: n = 4 gives 8 - 2.576 * 3.464 < 0, n = 5 gives 12.5 - 2.576 * 4.787
-    = 0.17. 99.9 %: n = 7 gives 24.5 - 3.291 * 7.826 < 0, n = 8 gives 32 - 3.291 * 9.522 = 0.66.
+    By hand, with the exact distribution the smallest two-sided p-value of n vs n is 2 / C(2n, n), which must not
+    exceed 1 - confidence. 95 %: n = 3 gives 2/20 = 0.1, n = 4 gives 2/70 = 0.029. 99 %: n = 4 gives 0.029,
+    n = 5 gives 2/252 = 0.0079. 99.9 %: n = 6 gives 2/924 = 0.0022, n = 7 gives 2/3432 = 0.00058.
     """
     path = tmp_path / "a.yaml"
     metric = "  - {name: lat, query: 'sum(x{a=\"{target}\"})', direction: max, min_points: %d}\n"
@@ -164,5 +164,5 @@ def test_min_points_too_small_for_a_bounded_interval_is_refused(tmp_path, confid
     # Without a comparison a threshold needs no interval: one point is enough.
     path.write_text("metrics:\n  - {name: lat, query: up, direction: max, threshold: 1, compare: false, min_points: 1}\n")
     assert load_analysis(path).metrics[0].min_points == 1
-    with pytest.raises(UsageError, match="default analysis: metrics.0.min_points: 2 point"):
-        default_analysis(min_points=2)
+    with pytest.raises(UsageError, match="default analysis: metrics.0.min_points: 3 point"):
+        default_analysis(min_points=3)
