@@ -76,18 +76,23 @@ def load_spec(analysis: Path | None) -> Any:
 
 
 def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float | None = None,
-                     spec: Any = None) -> Judge:
+                     spec: Any = None, sleep: Any = None) -> Judge:
     """The Prometheus judge of :mod:`mlserve.rollout.analysis`, as the engine's callable.
 
-    A ``pause`` too short to give every metric its ``min_points`` is refused up front: such a
-    rollout could only ever end "inconclusive".
+    A ``pause`` too short to give every metric its ``min_points`` independent points is refused up
+    front: such a rollout could only ever end "inconclusive".
 
     Comparisons need traffic on both sides: they are off at a 100% step (stable serves nothing)
     and for blue-green (stable's traffic is not comparable with a preview's). Where that leaves no
     metric with a threshold, the step is not judged ("skipped") instead of ending "inconclusive".
+
+    A failing query (Prometheus unreachable or answering 5xx) is retried every ``step``; after more
+    than ``consecutive_error_limit`` failures in a row the error stands (exit 12, reverted).
     """
-    from mlserve.errors import UsageError
-    from mlserve.rollout.analysis import AnalysisContext, judge
+    import time
+
+    from mlserve.errors import InfrastructureError, UsageError
+    from mlserve.rollout.analysis import AnalysisContext, judge, parse_duration
     from mlserve.rollout.prometheus import PrometheusClient
 
     spec = spec if spec is not None else load_spec(analysis)
@@ -95,9 +100,12 @@ def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float
     needed = spec.min_range().total_seconds()
     if pause is not None and pause < needed:
         raise UsageError(f"--pause {pause:g}s is too short for the analysis: it needs at least {needed:g}s "
-                         f"to collect min_points at step {spec.step}",
+                         f"({spec.warmup().total_seconds():g}s warm-up, then one point every "
+                         f"{spec.sample_interval().total_seconds():g}s up to min_points)",
                          hint="lengthen --pause, lower min_points in the analysis file, or use --no-analysis")
     client = PrometheusClient(prometheus_url)
+    pause_between = parse_duration(spec.step).total_seconds()
+    wait = sleep or time.sleep
 
     def run(window: JudgeWindow) -> Any:
         # at a 100% step stable serves nothing (and blue-green's live colour is not comparable): thresholds only
@@ -106,10 +114,31 @@ def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float
             return SkippedVerdict(STABLE_IDLE if window.strategy == "canary" else
                                   "the analysis has no threshold metric and blue-green cannot compare")
         ctx = AnalysisContext(canary=window.canary, stable=window.stable, namespace=window.namespace,
-                              model=window.model, start=window.start, end=window.end, compare=compare)
-        return judge(spec, ctx, client)
+                              model=window.model, start=window.start, end=window.end, compare=compare, warmup=True)
+        failures = 0
+        while True:
+            try:
+                result = judge(spec, ctx, client)
+            except InfrastructureError as exc:
+                failures += 1
+                if failures > spec.consecutive_error_limit:
+                    raise InfrastructureError(f"{exc.message} ({failures} failed queries in a row, more than "
+                                              f"consecutive_error_limit {spec.consecutive_error_limit})", hint=exc.hint) from None
+                wait(pause_between)
+                continue
+            if failures:
+                result.warnings.append(f"{failures} query error(s) before this verdict (consecutive_error_limit "
+                                       f"{spec.consecutive_error_limit})")
+            return result
 
     return run
+
+
+def points_per_step(cfg: RolloutConfig, spec: Any) -> int | None:
+    """What the judge will have per metric and side after one pause (for ``plan``)."""
+    if spec is None or cfg.pause is None:
+        return None
+    return spec.points_in(cfg.pause)
 
 
 def _engine(target: Target, *, judge: Judge | None = None, progress: Progress = NULL_PROGRESS,
@@ -147,7 +176,7 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
             raise UsageError(f"the analysis {analysis} has no threshold metric: blue-green judges the idle colour "
                              "against thresholds only (stable's traffic is not comparable)",
                              hint="add a threshold to a metric, or use --no-analysis")
-    if cfg.pause is None:
+    if cfg.pause is None:  # what the analysis needs to judge a step: warm-up plus min_points sample intervals
         cfg.pause = spec.min_range().total_seconds() if spec is not None else 0.0
     if cfg.timeout is None:
         cfg.timeout = planned_wait(cfg) + DEFAULT_SLACK
@@ -159,10 +188,22 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
                    retry_budget=max(1.0, cfg.lease_seconds / 2)).run(cfg)
 
 
-def plan_rollout(cfg: RolloutConfig, target: Target) -> PlanResult:
-    if cfg.pause is None:  # what a run with the default analysis would pause
-        cfg.pause = load_spec(None).min_range().total_seconds() if cfg.strategy == "canary" else 0.0
-    result = _engine(target, write=False).plan(cfg)
+def plan_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = None, no_analysis: bool = False) -> PlanResult:
+    """What a run with the same options would do; says how many points the judge gets per step."""
+    from mlserve.rollout.settings import validate
+
+    validate(cfg)
+    spec = None
+    if not no_analysis and target.manifests is None and (cfg.strategy == "canary" or analysis is not None):
+        spec = load_spec(analysis)
+    if cfg.pause is None:  # what a run with this analysis would pause
+        cfg.pause = spec.min_range().total_seconds() if spec is not None else 0.0
+    result = _engine(target, write=False).plan(cfg, points_per_step=points_per_step(cfg, spec))
+    if spec is not None and result.points_per_step is not None:
+        need = max(m.min_points for m in spec.metrics)
+        if result.points_per_step < need:
+            result.warnings.append(f"--pause {cfg.pause:g}s gives {result.points_per_step} point(s) per metric and step; "
+                                   f"the analysis needs {need}: every step would be inconclusive")
     if target.manifests is not None:
         result.diff = _manifest_diff(result, target)
     return result

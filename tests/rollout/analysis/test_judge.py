@@ -58,7 +58,12 @@ def test_templates_fill_both_sides_over_the_same_range():
     prom = RecordedSeries({})
     judge(spec, ctx(), prom)
     assert [c[0] for c in prom.calls] == ['lat{deployment="web-canary",ns="prod"}', 'lat{deployment="web",ns="prod"}']
-    assert {(c[1], c[2], c[3]) for c in prom.calls} == {(START, START + timedelta(minutes=15), "15s")}
+    # one point per rate window (2m > the 15s step): consecutive points share no data
+    assert {(c[1], c[2], c[3]) for c in prom.calls} == {(START, START + timedelta(minutes=15), "2m")}
+    # in a rollout the range starts when the step's traffic did: the first window + scrape interval are skipped
+    prom = RecordedSeries({})
+    judge(spec, ctx(warmup=True), prom)
+    assert {(c[1], c[3]) for c in prom.calls} == {(START + timedelta(minutes=2, seconds=15), "2m")}
 
 
 def test_render_query_leaves_promql_braces_and_escapes_quotes():
@@ -230,11 +235,13 @@ def test_pass_and_marginal_limits_are_configurable():
 
 
 def test_a_range_too_short_for_min_points_warns_with_the_fix():
-    spec = default_analysis()  # 50 points at 15s: 12m15s
-    assert spec.min_range() == timedelta(minutes=12, seconds=15)
-    result = judge(spec, ctx(end=START + timedelta(minutes=2)), RecordedSeries({}))
+    spec = default_analysis()  # 10 independent points, one per 1m window, after 1m + 15s of warm-up: 10m15s
+    assert spec.min_range() == timedelta(minutes=10, seconds=15)
+    assert spec.points_in(spec.min_range().total_seconds()) == 10
+    assert spec.points_in(spec.min_range().total_seconds() - 1) == 9
+    result = judge(spec, ctx(end=START + timedelta(minutes=2), warmup=True), RecordedSeries({}))
     assert result.verdict == "inconclusive"
-    assert any("at most 9 point(s)" in w and ">= 735s" in w for w in result.warnings)
+    assert any("at most 1 independent point(s)" in w and ">= 615s" in w for w in result.warnings), result.warnings
 
 
 def test_result_is_json_ready():

@@ -1,7 +1,7 @@
 """The judge against a real Prometheus scraping a local exporter with healthy, degraded and absent canaries.
 
 One Prometheus (scrape every 1s) and one exporter serve all tests of this module; the wait for data
-(about 15-20 s) is paid once.
+(about 40 s: the judge takes one independent point per 3 s rate window) is paid once.
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ def live(tmp_path_factory):
     with WorkloadExporter(workloads, namespace=NAMESPACE, seed=5) as exporter:
         with start_prometheus([exporter.target], tmp_path_factory.mktemp("prometheus")) as prom:
             start = datetime.now(timezone.utc)
-            for name in workloads:  # every side has enough rate points (rate needs 2 scrapes in the window)
-                prom.wait_for_points(f'sum(rate(http_requests_total{{deployment="{name}"}}[5s]))', MIN_POINTS + 4, timeout=60)
+            # every side has enough independent points: the judge takes one per 3s window (rate needs 2 scrapes in it)
+            for name in workloads:
+                prom.wait_for_points(f'sum(rate(http_requests_total{{deployment="{name}"}}[3s]))', 3 * MIN_POINTS + 6, timeout=90)
             end = datetime.now(timezone.utc)
             with PrometheusClient(prom.url, timeout=5) as client:
                 yield {"prom": prom, "client": client, "start": start, "end": end, "exporter": exporter}
 
 
 def spec(**kw):
-    return default_analysis(min_points=MIN_POINTS, step="1s", window="5s", min_success_rate=0.95, max_p99_seconds=0.2, **kw)
+    return default_analysis(min_points=MIN_POINTS, step="1s", window="3s", scrape_interval="1s", min_success_rate=0.95, max_p99_seconds=0.2, **kw)
 
 
 def context(live, canary: str) -> AnalysisContext:
@@ -71,7 +72,7 @@ def test_degraded_canary_fails_both_ways(live):
 
 def test_statistics_alone_catch_a_regression_under_the_thresholds(live):
     # thresholds so loose that both sides meet them: only the comparison can say no
-    loose = default_analysis(min_points=MIN_POINTS, step="1s", window="5s", min_success_rate=0.5, max_p99_seconds=5, critical=False)
+    loose = default_analysis(min_points=MIN_POINTS, step="1s", window="3s", scrape_interval="1s", min_success_rate=0.5, max_p99_seconds=5, critical=False)
     result = judge(loose, context(live, "web-degraded"), live["client"])
     assert [(m.verdict, m.threshold_verdict) for m in result.metrics] == [("low", "pass"), ("high", "pass")]
     assert (result.verdict, result.score) == ("fail", 0.0)
@@ -96,7 +97,8 @@ def test_custom_analysis_file_metrics(live):
     custom = analysis_from_dict(
         {
             "step": "1s",
-            "window": "5s",
+            "window": "3s",
+            "scrape_interval": "1s",
             "metrics": [
                 {
                     "name": "throughput",
@@ -180,7 +182,7 @@ def test_analyze_dry_run_reads_file_and_environment(live, tmp_path, monkeypatch)
     path.write_text(
         "# the ready-made checks, tuned for a 1s scrape\n"
         f"defaults: {{min_points: {MIN_POINTS}, min_success_rate: 0.95, max_p99_seconds: 0.2}}\n"
-        "step: 1s\nwindow: 5s\n"
+        "step: 1s\nwindow: 3s\nscrape_interval: 1s\n"
     )
     monkeypatch.setenv("MLSERVE_PROMETHEUS_URL", live["prom"].url)
     monkeypatch.setenv("MLSERVE_NAMESPACE", NAMESPACE)

@@ -66,9 +66,10 @@ def test_unreachable_api_is_infrastructure(registry, cli):
 
 def test_unreachable_prometheus_reverts_and_exits_infrastructure(seeded, registry, cli, tmp_path):
     analysis = tmp_path / "analysis.json"
-    analysis.write_text(json.dumps({"defaults": {"min_points": 3, "step": "1s", "window": "2s"}}))
+    analysis.write_text(json.dumps({"defaults": {"min_points": 4, "step": "1s", "window": "1s", "scrape_interval": "1s",
+                                                 "consecutive_error_limit": 1}}))
     result = cli("rollout", "canary", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--steps", "10,100",
-                 "--pause", "2s", "--poll", "0.1s", "--analysis", str(analysis), "--prometheus-url", "http://127.0.0.1:9",
+                 "--pause", "5s", "--poll", "0.1s", "--analysis", str(analysis), "--prometheus-url", "http://127.0.0.1:9",
                  "--registry", str(registry.root), "--json")
     assert result.exit_code == exitcodes.INFRASTRUCTURE, result.stdout
     doc = json.loads(result.stdout)["result"]

@@ -16,7 +16,7 @@ from rollout.k8s.k8s_support import STABLE_BACKENDS, NS
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
-ANALYSIS = {"defaults": {"min_points": 4, "step": "1s", "window": "3s", "max_p99_seconds": 0.5}}
+ANALYSIS = {"defaults": {"min_points": 4, "step": "1s", "window": "3s", "scrape_interval": "1s", "max_p99_seconds": 0.5}}
 
 
 def run_canary(tmp_path: Path, seeded, registry, cli, canary: TrafficProfile):
@@ -26,7 +26,7 @@ def run_canary(tmp_path: Path, seeded, registry, cli, canary: TrafficProfile):
     with WorkloadExporter(workloads, namespace=NS) as exporter, start_prometheus([exporter.target], tmp_path / "prom") as prom:
         prom.wait_for_points(f'sum(rate(http_requests_total{{namespace="{NS}",deployment="iris-canary"}}[3s]))', 3)
         return cli("rollout", "canary", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--steps", "50",
-                   "--pause", "6s", "--poll", "0.2s", "--analysis", str(analysis), "--prometheus-url", prom.url,
+                   "--pause", "14s", "--poll", "0.2s", "--analysis", str(analysis), "--prometheus-url", prom.url,
                    "--registry", str(registry.root), "--json")
 
 

@@ -144,12 +144,12 @@ def test_abort_of_a_switched_blue_green_puts_the_registry_back(blue, store, regi
 
 def test_default_pause_is_the_analysis_min_range_and_must_fit_the_timeout(seeded, registry, cli, tmp_path):
     analysis = tmp_path / "analysis.json"
-    analysis.write_text(json.dumps({"defaults": {"min_points": 3, "step": "1s", "window": "2s"}}))
+    analysis.write_text(json.dumps({"defaults": {"min_points": 4, "step": "1s", "window": "1s", "scrape_interval": "1s"}}))
     result = cli("rollout", "canary", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--steps", "10,100",
                  "--timeout", "3s", "--analysis", str(analysis), "--prometheus-url", "http://127.0.0.1:9",
                  "--registry", str(registry.root))
     assert result.exit_code == exitcodes.USAGE, result.stderr
-    assert "--timeout 3s" in result.stderr and "2 steps x --pause 2s = 4s" in result.stderr
+    assert "--timeout 3s" in result.stderr and "2 steps x --pause 5s = 10s" in result.stderr
     assert seeded.get("Lease", "mlserve-rollout-iris", NS) is None  # refused before the lock
 
 
