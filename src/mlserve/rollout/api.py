@@ -230,13 +230,14 @@ def rollout_status(name: str, target: Target, *, wait: bool = False, timeout: fl
     return _engine(target, registry=False).status(name, target.namespace, wait=wait, timeout=timeout)
 
 
-def abort_rollout(name: str, target: Target, *, reason: str | None = None, dry_run: bool = False) -> AbortResult:
-    return _engine(target).abort(name, target.namespace, reason=reason, dry_run=dry_run)
+def abort_rollout(name: str, target: Target, *, reason: str | None = None, dry_run: bool = False,
+                  revert_timeout: float = 60.0) -> AbortResult:
+    return _engine(target).abort(name, target.namespace, reason=reason, dry_run=dry_run, revert_timeout=revert_timeout)
 
 
 def promote_rollout(name: str, target: Target, *, full: bool = False) -> CommandResult:
     return _engine(target, registry=False).promote(name, target.namespace, full=full)
 
 
-def undo_rollout(name: str, target: Target, *, dry_run: bool = False) -> AbortResult:
-    return _engine(target).undo(name, target.namespace, dry_run=dry_run)
+def undo_rollout(name: str, target: Target, *, dry_run: bool = False, revert_timeout: float = 60.0) -> AbortResult:
+    return _engine(target).undo(name, target.namespace, dry_run=dry_run, revert_timeout=revert_timeout)
