@@ -109,8 +109,9 @@ class KubernetesStore:
     # -- the ResourceStore protocol -------------------------------------------------------------
 
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        path = object_path(self.kind(kind), namespace, name)  # an API group the cluster lacks is an error, not None
         try:
-            return self._request("GET", object_path(self.kind(kind), namespace, name))
+            return self._request("GET", path)
         except NotFoundError:
             return None
 
