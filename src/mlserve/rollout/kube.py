@@ -5,8 +5,9 @@ apps, networking, Gateway API and Istio kinds alike and always speaks plain dict
 the field manager ``mlserve``; ``dry_run`` becomes ``dryRun=All`` (server-side dry run).
 
 Groups whose served version differs between clusters (Istio's ``networking.istio.io``: ``v1``
-from Istio 1.22, ``v1beta1``/``v1alpha3`` before; Gateway API ``v1`` or ``v1beta1``) are looked up
-once through discovery (``GET /apis/GROUP``) and the newest version mlserve knows is used.
+from Istio 1.22, ``v1beta1``/``v1alpha3`` before; Gateway API ``v1`` or ``v1beta1``) are first asked
+in the newest version mlserve knows; a 404 for the resource itself (not for one object) looks the
+group up once through discovery (``GET /apis/GROUP``) and uses the newest version it serves.
 
 Transient failures are retried with exponential backoff within ``retry_budget`` seconds (the
 rollout sets it to half its Lease duration, so the heartbeat survives them): refused or timed-out
@@ -109,49 +110,68 @@ class KubernetesStore:
     # -- the ResourceStore protocol -------------------------------------------------------------
 
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-        path = object_path(self.kind(kind), namespace, name)  # an API group the cluster lacks is an error, not None
         try:
-            return self._request("GET", path)
-        except NotFoundError:
+            return self._versioned(kind, lambda k: self._request("GET", object_path(k, namespace, name)))
+        except NotFoundError as exc:
+            if exc.details.get("unserved"):
+                raise
             return None
 
     def create(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
-        k = self.kind(obj.get("kind", ""))
         namespace = obj.get("metadata", {}).get("namespace") or "default"
-        body = dict(obj)
-        body["apiVersion"] = k.api_version
-        return self._request("POST", object_path(k, namespace), body=body, dry_run=dry_run)
+
+        def send(k: Kind) -> dict[str, Any]:
+            body = dict(obj)
+            body["apiVersion"] = k.api_version
+            return self._request("POST", object_path(k, namespace), body=body, dry_run=dry_run)
+
+        return self._versioned(obj.get("kind", ""), send)
 
     def patch(self, kind: str, name: str, namespace: str, ops: list[dict[str, Any]], *,
               dry_run: bool = False) -> dict[str, Any]:
-        return self._request("PATCH", object_path(self.kind(kind), namespace, name), body=list(ops),
-                             content_type="application/json-patch+json", dry_run=dry_run)
+        return self._versioned(kind, lambda k: self._request("PATCH", object_path(k, namespace, name), body=list(ops),
+                                                             content_type="application/json-patch+json", dry_run=dry_run))
 
     def delete(self, kind: str, name: str, namespace: str) -> None:
         try:
-            self._request("DELETE", object_path(self.kind(kind), namespace, name))
-        except NotFoundError:
-            pass
+            self._versioned(kind, lambda k: self._request("DELETE", object_path(k, namespace, name)))
+        except NotFoundError as exc:
+            if exc.details.get("unserved"):
+                raise
 
     def kind(self, name: str) -> Kind:
-        """The kind with the API version this cluster serves (discovered once per group that varies)."""
+        """The kind with the API version to use: for a group whose served version varies, the one found by discovery
+        (or, before any discovery, the newest mlserve knows)."""
         k = kind_of(name)
         if k.group not in DISCOVERED:
             return k
-        if k.group not in self._versions:
-            try:
-                doc = self._request("GET", f"/apis/{k.group}")
-            except NotFoundError:
-                raise NotFoundError(f"the cluster does not serve the API group {k.group} ({k.kind})",
-                                    hint="is its controller (Istio, a Gateway API implementation) installed? "
-                                         "check `kubectl api-versions`") from None
-            served = [v.get("version") for v in doc.get("versions") or []]
-            known = [v for v in DISCOVERED[k.group] if v in served]
-            if not known:
-                raise NotFoundError(f"the cluster serves {k.group} only in version(s) {', '.join(map(str, served)) or 'none'}; "
-                                    f"mlserve knows {', '.join(DISCOVERED[k.group])}")
-            self._versions[k.group] = known[0]
-        return replace(k, api_version=f"{k.group}/{self._versions[k.group]}")
+        version = self._versions.get(k.group, DISCOVERED[k.group][0])
+        return replace(k, api_version=f"{k.group}/{version}")
+
+    def _versioned(self, kind: str, send: Callable[[Kind], Any]) -> Any:
+        """``send`` with the kind's version; a 404 for the resource itself (not for one object) asks discovery once."""
+        k = self.kind(kind)
+        try:
+            return send(k)
+        except NotFoundError as exc:
+            if k.group not in DISCOVERED or exc.details.get("object") or k.group in self._versions:
+                raise
+        self._discover(k)
+        return send(self.kind(kind))
+
+    def _discover(self, k: Kind) -> None:
+        try:
+            doc = self._request("GET", f"/apis/{k.group}")
+        except NotFoundError:
+            raise NotFoundError(f"the cluster does not serve the API group {k.group} ({k.kind})",
+                                hint="is its controller (Istio, a Gateway API implementation) installed? "
+                                     "check `kubectl api-versions`", details={"unserved": True}) from None
+        served = [v.get("version") for v in doc.get("versions") or []]
+        known = [v for v in DISCOVERED[k.group] if v in served]
+        if not known:
+            raise NotFoundError(f"the cluster serves {k.group} only in version(s) {', '.join(map(str, served)) or 'none'}; "
+                                f"mlserve knows {', '.join(DISCOVERED[k.group])}", details={"unserved": True})
+        self._versions[k.group] = known[0]
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -228,7 +248,8 @@ def _translate(status: int, text: str, method: str, path: str, *, attempts: int 
     details = {"status": status, "reason": doc.get("reason")}
     causes = ((doc.get("details") or {}).get("causes")) or []
     if status == 404:
-        return NotFoundError(f"{what}: not found")
+        # an object that does not exist names itself in the details; an unserved resource or version does not
+        return NotFoundError(f"{what}: not found", details={"object": bool((doc.get("details") or {}).get("name"))})
     if status == 409:
         return ConflictError(f"{what} was refused (409 {doc.get('reason') or 'Conflict'}): {msg}", details=details)
     if status == 422 and not causes and doc.get("reason") in (None, "Invalid") and "is invalid" not in msg:

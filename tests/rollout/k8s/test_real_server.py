@@ -227,7 +227,10 @@ def test_istio_older_than_1_22_is_found_by_discovery(cluster, store, registry):
         cluster.put(copy.deepcopy(obj))
     result = engine(store, registry, ScriptedJudge()).run(config(router="istio"))
     assert result.outcome == "promoted", result.message
-    assert all("/networking.istio.io/v1beta1/" in r.path for r in cluster.emulator.seen if "virtualservices" in r.path)
+    asked = [r.path for r in cluster.emulator.seen if "virtualservices" in r.path or r.path == "/apis/networking.istio.io"]
+    # one try in v1 (404: the version is not served), one discovery, then v1beta1 only
+    assert asked[0].startswith("/apis/networking.istio.io/v1/") and asked[1] == "/apis/networking.istio.io"
+    assert all("/networking.istio.io/v1beta1/" in p for p in asked[2:]) and len(asked) > 5
 
 
 def test_weights_are_refreshed_from_the_live_route_after_every_read(seeded, store, registry):
