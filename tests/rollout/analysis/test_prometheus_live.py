@@ -198,3 +198,59 @@ def test_analyze_dry_run_reads_file_and_environment(live, tmp_path, monkeypatch)
     # the namespace flag beats the environment: nothing is labelled "staging"
     elsewhere = analyze(canary="web-canary", stable="web", namespace="staging", analysis_file=path, duration=f"{seconds}s", end=live["end"])
     assert elsewhere.verdict == "inconclusive"
+
+
+class FlakyProxy:
+    """In front of the real Prometheus: answers 503 until ``healthy_at`` (time.monotonic()), then forwards."""
+
+    def __init__(self, upstream: str, down_for: float) -> None:
+        import threading
+        import time
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.healthy_at = time.monotonic() + down_for
+        self.refused = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if time.monotonic() < proxy.healthy_at:
+                    proxy.refused += 1
+                    body, status = b'{"status":"error","error":"service unavailable"}', 503
+                else:
+                    with urllib.request.urlopen(upstream + self.path, timeout=10) as resp:  # noqa: S310 - loopback
+                        body, status = resp.read(), resp.status
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_prometheus_errors_within_the_consecutive_error_limit_are_tolerated(live):
+    """Prometheus answering 503 for 1.5 s at judge time: retried every step (1 s), then judged; never a pass by error."""
+    from mlserve.errors import InfrastructureError
+    from mlserve.rollout.api import prometheus_judge
+    from mlserve.rollout.engine import JudgeWindow
+
+    window = JudgeWindow(model="fraud", version="2", namespace=NAMESPACE, canary="web-canary", stable="web", step=0,
+                         weight=10, start=live["start"], end=live["end"])
+    proxy = FlakyProxy(live["prom"].url, down_for=1.5)
+    try:
+        result = prometheus_judge(None, proxy.url, spec=spec())(window)
+        assert result.verdict == "pass", result.reason
+        assert proxy.refused >= 1
+        assert any("query error(s) before this verdict (consecutive_error_limit 4)" in w for w in result.warnings)
+        proxy.healthy_at = float("inf")  # down for good: after 4 retries the error stands
+        with pytest.raises(InfrastructureError, match=r"5 failed queries in a row, more than consecutive_error_limit 4"):
+            prometheus_judge(None, proxy.url, spec=spec())(window)
+    finally:
+        proxy.server.shutdown()
