@@ -492,6 +492,7 @@ class Emulator:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: without this each answer waits for a delayed ACK
     emulator: Emulator  # set on the subclass made per server
 
     def _serve(self) -> None:
