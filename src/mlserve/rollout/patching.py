@@ -22,9 +22,11 @@ FIELD_MANAGER = "mlserve"
 
 def other_writers(obj: dict[str, Any] | None, *, exclude: str = FIELD_MANAGER) -> list[tuple[str, str]]:
     """(field manager, time of its last write) of every other client that wrote ``obj``, newest first."""
-    entries = [(str(e.get("manager", "?")), str(e.get("time", ""))) for e in ((obj or {}).get("metadata") or {}).get("managedFields") or []
+    fields = ((obj or {}).get("metadata") or {}).get("managedFields") or []
+    entries = [(str(e.get("manager", "?")), str(e.get("time", "")), i) for i, e in enumerate(fields)
                if e.get("manager") != exclude and not e.get("subresource")]
-    return sorted(entries, key=lambda e: e[1], reverse=True)
+    # times have a resolution of one second: among equal ones, the entry updated last comes last in the list
+    return [(m, t) for m, t, _ in sorted(entries, key=lambda e: (e[1], e[2]), reverse=True)]
 
 
 def last_writer(obj: dict[str, Any] | None) -> str:
