@@ -174,3 +174,16 @@ def test_served_versions_are_discovered(cluster):
     cluster.emulator.serve_versions("networking.istio.io", [])
     with pytest.raises(NotFoundError, match="does not serve the API group networking.istio.io"):
         KubernetesStore.connect(server=cluster.url).get("VirtualService", "iris", NS)
+
+
+def test_without_the_go_library_the_tests_skip_or_fail_under_mlserve_require_go(tmp_path, monkeypatch):
+    """CI sets MLSERVE_REQUIRE_GO=1: a machine that cannot build the checker must fail there, not pass by skipping."""
+    from helpers.kube import gojsonpatch, start_cluster
+
+    monkeypatch.setattr(gojsonpatch, "LIBRARY", tmp_path / "no-such-library")
+    monkeypatch.delenv(gojsonpatch.REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="golang-github-evanphx-json-patch-dev"):
+        start_cluster()
+    monkeypatch.setenv(gojsonpatch.REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="MLSERVE_REQUIRE_GO=1"):
+        start_cluster()
