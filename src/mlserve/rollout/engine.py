@@ -84,7 +84,6 @@ class RolloutEngine:
     def undo(self, name: str, namespace: str, *, dry_run: bool = False, revert_timeout: float = 60.0,
              ready_timeout: float = 300.0) -> AbortResult:
         def wait_ready(deployment: str) -> None:
-            from mlserve.rollout.executor import Run  # noqa: F401 - documentation of where the loop lives
             from mlserve.rollout.workload import readiness
 
             if not self.live or dry_run:

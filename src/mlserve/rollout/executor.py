@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import shlex
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from mlserve import exitcodes
 from mlserve.errors import ConflictError, InfrastructureError, MlserveError, UsageError
@@ -35,20 +34,11 @@ from mlserve.rollout.results import EXIT_FOR, PHASE_FOR, Judge, JudgeWindow, Out
 from mlserve.rollout.revert import revert_within
 from mlserve.rollout.routers import Router
 from mlserve.rollout.settings import DEFAULT_SLACK, RolloutConfig, planned_wait, validate
-from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, RolloutState, StepRecord, lease_name, update_state
+from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, RolloutState, StepRecord, lease_name
 from mlserve.rollout.strategies import Prepared, prepare
+from mlserve.rollout.keeper import Keeper, Stop, notice_key
 from mlserve.rollout.workload import readiness
 from mlserve.rollout.world import Interrupt, World, default_owner
-
-
-class Stop(Exception):
-    """Ends the rollout early: ``outcome`` says how, the message says why, ``by`` who ended it if not us."""
-
-    def __init__(self, outcome: Outcome, message: str, *, by: str | None = None) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.message = message
-        self.by = by  # "abort" / "undone" (another process finished it), "takeover", or None
 
 
 @dataclass
@@ -119,6 +109,7 @@ class Executor:
         self.progress = progress
         self.live = live
         self.state_backend = state_backend if state_backend is not None else store
+        self.keeper = Keeper(self.world, self.interrupt)
 
     # ------------------------------------------------------------------------------------ starting
 
@@ -145,8 +136,8 @@ class Executor:
         start = resume_position(prepared.steps, run.state) if resumed else 0
         if resumed and run.state.phase == "promoting":
             run.note(f"resuming the promotion of {run.state.version}", self.clock.now(), self.progress)
-        self._notify(run, "started" if not resumed else "resumed")
-        run.notified = _notice_key(run.state)
+        self.keeper.notify(run, "started" if not resumed else "resumed")
+        run.notified = notice_key(run.state)
         outcome: Outcome
         final: dict[str, Any] = {}
         try:
@@ -234,11 +225,11 @@ class Executor:
             if run.state.strategy == "blue-green":
                 run.judge_from = self.clock.now()  # the idle colour's preview traffic is judged from here
         elif isinstance(step, st.Record):
-            self._checkpoint(run, lambda s: step.mutate(s, self.clock.now()))
+            self.keeper.checkpoint(run, lambda s: step.mutate(s, self.clock.now()))
         elif isinstance(step, st.Gate):
             self._gate(run, step)
         elif isinstance(step, st.Pause):
-            self._wait(run, step.seconds)
+            self.keeper.wait(run, step.seconds)
         elif isinstance(step, st.CheckDrift):
             self._check_drift(run, step)
         elif isinstance(step, st.Analysis):
@@ -283,8 +274,8 @@ class Executor:
                 run.warnings.append(f"{router.kind} {router.name}: the controller has not reported on generation "
                                     f"{generation} after {run.cfg.route_check_timeout:g}s; its conditions may be stale")
                 break
-            self._checkpoint(run)  # heartbeat while the controller catches up
-            self._sleep(run, min(run.cfg.poll, 0.25))
+            self.keeper.checkpoint(run)  # heartbeat while the controller catches up
+            self.keeper.sleep(run, min(run.cfg.poll, 0.25))
             obj = self.store.get(router.kind, router.name, run.namespace) or obj
         errors, warnings = router.problems(obj)
         for w in warnings:
@@ -310,9 +301,9 @@ class Executor:
                 if self.clock.monotonic() > limit:
                     raise Stop("rolled-back", f"{what} {name} not ready after {run.cfg.ready_timeout:g}s: {state.detail}")
                 if run.driving and self.clock.monotonic() >= next_beat:
-                    self._checkpoint(run)
+                    self.keeper.checkpoint(run)
                     next_beat = self.clock.monotonic() + run.cfg.poll
-                self._sleep(run, min(run.cfg.poll, 0.25))
+                self.keeper.sleep(run, min(run.cfg.poll, 0.25))
 
     def _gate(self, run: Run, step: st.Gate) -> None:
         state = run.state
@@ -321,7 +312,7 @@ class Executor:
                    "phase": state.phase, "event": "confirm-traffic-increase"}
         waited = False
         while True:
-            with self._beating(run):
+            with self.keeper.beating(run):
                 answer = self.world.http.request("POST", step.url, body=payload, timeout=10.0)
             if answer.ok:
                 run.note(f"gate {step.url} answered {answer.status} before step {step.index + 1}", self.clock.now(), self.progress)
@@ -330,7 +321,7 @@ class Executor:
                 why = answer.error or f"answered {answer.status}"
                 run.note(f"gate {step.url} {why}: waiting before step {step.index + 1}", self.clock.now(), self.progress)
                 waited = True
-            self._wait(run, run.cfg.gate_interval, skippable=False)
+            self.keeper.wait(run, run.cfg.gate_interval, skippable=False)
 
     def _check_drift(self, run: Run, step: st.CheckDrift) -> None:
         """The live split must still be the one this rollout set: else nothing about this step can be judged."""
@@ -374,7 +365,7 @@ class Executor:
                                  stable=step.compare_with or state.stable, step=index, weight=step.weight, start=started,
                                  end=self.clock.now(), strategy=state.strategy,
                                  compare=state.strategy == "canary" and step.weight < 100)
-            with self.progress.task(f"judging step {index + 1}"), self._beating(run):
+            with self.progress.task(f"judging step {index + 1}"), self.keeper.beating(run):
                 verdict = self.judge(window)
             record.verdict = str(getattr(verdict, "verdict", verdict))
             record.score = getattr(verdict, "score", None)
@@ -384,7 +375,7 @@ class Executor:
             for w in getattr(verdict, "warnings", None) or []:
                 run.warnings.append(f"step {index + 1}: {w}")
         record.ended_at = self.clock.now()
-        self._checkpoint(run, lambda s: s.record.append(record))
+        self.keeper.checkpoint(run, lambda s: s.record.append(record))
         score = f" (score {record.score:g})" if record.score is not None else ""
         run.note(f"step {index + 1} at {step.weight}%: {record.verdict}{score} {record.reason}".rstrip(), record.ended_at,
                  self.progress)
@@ -400,7 +391,7 @@ class Executor:
     def _smoke(self, run: Run) -> None:
         cfg, state = run.cfg, run.state
         if cfg.smoke_url:
-            with self._beating(run):
+            with self.keeper.beating(run):
                 answer = self.world.http.request("GET", cfg.smoke_url, timeout=cfg.smoke_timeout)
             if answer.status == 0:
                 raise Stop("rolled-back", f"smoke check {cfg.smoke_url} failed: {answer.error}")
@@ -412,7 +403,7 @@ class Executor:
 
             env = dict(os.environ, MLSERVE_ROLLOUT_MODEL=state.model, MLSERVE_ROLLOUT_VERSION=state.version,
                        MLSERVE_ROLLOUT_NAMESPACE=run.namespace, MLSERVE_ROLLOUT_TARGET=state.idle_deployment)
-            with self._beating(run):
+            with self.keeper.beating(run):
                 done = self.world.commands.run(shlex.split(cfg.smoke_cmd), env=env, timeout=cfg.smoke_timeout)
             if done.returncode is None:
                 raise Stop("rolled-back", f"smoke command failed to run: {done.error}")
@@ -428,7 +419,7 @@ class Executor:
         if left <= 0 or run.dry_run:
             return
         try:
-            self._wait(run, left, skippable=True)
+            self.keeper.wait(run, left, skippable=True)
         except Stop as stop:
             if stop.by is not None:
                 raise
@@ -458,161 +449,11 @@ class Executor:
             run.warnings.append(f"the cluster serves {state.version} but the registry promotion failed: {exc} "
                                 f"(run `mlserve promote {state.model} {state.version}`)")
         if step.final:
-            self._checkpoint(run, lambda s: (setattr(s, "phase", "succeeded"), setattr(s, "outcome", "promoted"),
+            self.keeper.checkpoint(run, lambda s: (setattr(s, "phase", "succeeded"), setattr(s, "outcome", "promoted"),
                                              setattr(s, "weight", 0)))
         else:
-            self._checkpoint(run)
+            self.keeper.checkpoint(run)
 
-    # ------------------------------------------------------------------------------------ waiting
-
-    def _sleep(self, run: Run, seconds: float) -> None:
-        end = self.clock.monotonic() + seconds
-        while True:
-            self._check_interrupt(run)
-            left = end - self.clock.monotonic()
-            if left <= 0:
-                return
-            self.clock.sleep(min(left, 0.05))
-
-    def _check_interrupt(self, run: Run) -> None:
-        if not run.driving:
-            return
-        if self.interrupt.signal:
-            if run.cfg.on_interrupt == "pause":
-                raise Stop("paused", f"{self.interrupt.signal} received: paused at {run.state.weight}% to the canary; "
-                                     f"resume with --resume or revert with `mlserve rollout abort {run.state.model}`")
-            raise Stop("aborted", f"{self.interrupt.signal} received: rollout aborted")
-        if self.clock.now() > run.state.deadline:
-            raise Stop("aborted", f"deadline {run.state.deadline.isoformat()} passed (--timeout)")
-
-    def _wait(self, run: Run, seconds: float, *, skippable: bool = True) -> str:
-        """Pause ``seconds``, heartbeating; returns 'done' or 'skipped' (a promote command)."""
-        if skippable and run.skip_all:
-            return "skipped"
-        end = self.clock.monotonic() + seconds
-        next_poll = 0.0
-        while True:
-            self._check_interrupt(run)
-            now = self.clock.monotonic()
-            if now >= next_poll:
-                self._checkpoint(run)
-                command = run.state.command
-                if command in ("promote", "promote-full") and run.state.command_id not in run.consumed:
-                    run.skip_all = run.skip_all or command == "promote-full"
-                    run.consumed.add(run.state.command_id)
-                    run.state.event(f"pause skipped by `promote{' --full' if command == 'promote-full' else ''}`", self.clock.now())
-                    self._checkpoint(run, lambda s: (setattr(s, "command", None), setattr(s, "command_id", None)))
-                    if skippable:
-                        return "skipped"
-                if skippable and run.skip_all:
-                    return "skipped"
-                next_poll = now + run.cfg.poll
-            if now >= end:
-                return "done"
-            self.clock.sleep(min(end - now, next_poll - now, 0.05))
-
-    @contextmanager
-    def _beating(self, run: Run) -> Iterator[None]:
-        """Keep the heartbeat going from a thread while the rollout blocks (smoke check, gate, judge).
-
-        What the heartbeat notices (an abort, a take-over) is raised here once the blocking call returns.
-        """
-        if run.dry_run or not run.driving:
-            yield
-            return
-        stop = threading.Event()
-        failure: list[BaseException] = []
-
-        def beat() -> None:
-            period = max(0.05, min(run.cfg.poll, run.cfg.lease_seconds / 3))
-            while not stop.wait(period):
-                try:
-                    self._checkpoint(run)
-                except (Stop, MlserveError) as exc:
-                    failure.append(exc)
-                    return
-
-        thread = threading.Thread(target=beat, name="mlserve-rollout-heartbeat", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-        if failure:
-            raise failure[0]
-
-    # ------------------------------------------------------------------------------------ the state
-
-    def _checkpoint(self, run: Run, mutate: Callable[[RolloutState], Any] | None = None) -> None:
-        """Save our state (heartbeat included); notice aborts, take-overs and commands from others."""
-        with run.lock:
-            if mutate:
-                mutate(run.state)  # once: on a conflict only the other side's command is merged in
-            if run.dry_run:
-                return
-
-            def decide(stored: Any) -> RolloutState:
-                if stored is None:
-                    raise Stop("aborted", "the rollout's Lease was deleted by someone else", by="deleted")
-                remote = stored.state
-                if remote.command == "abort" or remote.phase not in ACTIVE_PHASES:
-                    who = f" ({stored.holder})" if stored.holder else ""
-                    why = remote.message or (remote.events[-1].message if remote.events else "")
-                    raise Stop("aborted", f"aborted from another process{who}" + (f": {why}" if why else ""),
-                               by="undone" if remote.phase == "undone" else "abort")
-                if stored.holder and stored.holder != run.owner:
-                    raise Stop("aborted", f"the rollout was taken over by {stored.holder}", by="takeover")
-                if remote.command_id not in run.consumed:
-                    run.state.command, run.state.command_id = remote.command, remote.command_id
-                return run.state
-
-            run.state, run.lease = update_state(run.states, run.state.model, decide, holder=run.owner,
-                                                cached=(run.state, run.lease))
-            self._notify_if_changed(run)
-
-    def _notify_if_changed(self, run: Run) -> None:
-        key = _notice_key(run.state)
-        if key != run.notified:
-            run.notified = key
-            self._notify(run, "state")
-
-    def _notify(self, run: Run, event: str) -> None:
-        if not run.cfg.notify or run.dry_run:
-            return
-        s = run.state
-        body = {"event": event, "model": s.model, "version": s.version, "previous_version": s.previous_version,
-                "namespace": run.namespace, "strategy": s.strategy, "phase": s.phase, "outcome": s.outcome,
-                "step": s.step_index + 1, "steps": s.steps, "weight": s.weight, "message": s.message,
-                "at": self.clock.now().isoformat(), "owner": run.owner}
-        for url in run.cfg.notify:
-            answer = self.world.http.request("POST", url, body=body, timeout=5.0)
-            if not answer.ok:
-                warning = f"notification to {url} failed: {answer.error or answer.status}"
-                if warning not in run.warnings:
-                    run.warnings.append(warning)
-
-    def _save_final(self, run: Run, mutate: Callable[[RolloutState], Any], holder: str) -> None:
-        """Record the end in the Lease; raises when it cannot (the caller makes that loud)."""
-        if run.dry_run:
-            return
-
-        def decide(stored: Any) -> RolloutState | None:
-            if stored is None:
-                return None
-            mutate(run.state)
-            run.state.command = None
-            return run.state
-
-        try:
-            run.state, run.lease = update_state(run.states, run.state.model, decide, holder=holder)
-        except MlserveError as exc:
-            if "no rollout of" in exc.message:
-                return  # the Lease is gone: nothing left to record
-            raise
-        self._notify_if_changed(run)
-
-    # ------------------------------------------------------------------------------------ ending
 
     def _finish_failed(self, run: Run, outcome: Outcome, message: str, *, by: str | None = None) -> dict[str, Any]:
         state = run.state
@@ -620,7 +461,7 @@ class Executor:
         state.event(message, self.clock.now())
         if outcome == "paused":
             try:
-                self._save_final(run, lambda s: (setattr(s, "phase", "paused"), setattr(s, "message", message)), holder="")
+                self.keeper.save_final(run, lambda s: (setattr(s, "phase", "paused"), setattr(s, "message", message)), holder="")
             except MlserveError as exc:
                 run.warnings.append(f"could not record the pause in the Lease: {exc}")
             return {}
@@ -649,7 +490,7 @@ class Executor:
                         "when the API is back")
         phase = PHASE_FOR[outcome]
         try:
-            self._save_final(run, lambda s: (setattr(s, "phase", phase), setattr(s, "outcome", outcome),
+            self.keeper.save_final(run, lambda s: (setattr(s, "phase", phase), setattr(s, "outcome", outcome),
                                              setattr(s, "reverted", reverted), setattr(s, "message", message),
                                              setattr(s, "weight", 0 if reverted else s.weight)), holder="")
         except MlserveError as exc:
@@ -678,7 +519,7 @@ class Executor:
         exit_code = EXIT_FOR[outcome]
         if outcome == "promoted" and not run.dry_run:
             try:
-                self._save_final(run, lambda s: None, holder="")
+                self.keeper.save_final(run, lambda s: None, holder="")
             except MlserveError as exc:
                 run.warnings.append(f"{state.model} {state.version} is promoted, but Lease "
                                     f"{run.namespace}/{lease_name(state.model)} could not record it: {exc.message}; "
@@ -697,6 +538,7 @@ class Executor:
         )
 
 
+
 def _lagging(obj: dict[str, Any], generation: int) -> bool:
     """Whether a condition in ``status.parents`` was observed for an older generation than ``generation``."""
     for parent in (obj.get("status") or {}).get("parents") or []:
@@ -705,10 +547,6 @@ def _lagging(obj: dict[str, Any], generation: int) -> bool:
             if observed is not None and int(observed) < int(generation):
                 return True
     return False
-
-
-def _notice_key(state: RolloutState) -> tuple[Any, ...]:
-    return (state.phase, state.step_index, state.weight, state.outcome)
 
 
 __all__ = ["Executor", "Run", "Stop", "resume_position", "UsageError"]

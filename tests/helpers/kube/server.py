@@ -434,7 +434,7 @@ class Emulator:
         elif "merge-patch" in content_type or "strategic-merge-patch" in content_type:
             patched = _merge(old, self._json_body(body))
         else:
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
                                 "application/json-patch+json, application/merge-patch+json")
         return self._update(resource, old, patched, manager=manager, dry_run=dry_run, subresource=subresource)
 
