@@ -149,3 +149,20 @@ class InfrastructureError(MlserveError):
 class AbortedError(RolloutError):
     exit_code = exitcodes.ABORTED
     code = "aborted"
+
+
+class ApiRejectedError(InfrastructureError):
+    """The Kubernetes API server refused a request as invalid (422 Invalid, 400, an admission webhook).
+
+    The message quotes what the server said, so the cause (a label over 63 characters, a field of the
+    wrong type) is visible without ``kubectl``.
+    """
+
+    code = "api_rejected"
+
+
+class PatchNotAppliedError(ApiRejectedError):
+    """A JSON patch failed on the server (a 422 that names no field): one of its ``test`` operations
+    failed, i.e. the object changed since it was read, or a path it names is missing."""
+
+    code = "patch_not_applied"

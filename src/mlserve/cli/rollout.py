@@ -1,10 +1,20 @@
-"""``mlserve rollout``: canary and blue-green delivery of registry versions on Kubernetes (or manifests)."""
+"""``mlserve rollout``: canary and blue-green delivery of registry versions on Kubernetes (or manifests).
+
+Options shared by several commands are declared once, in groups (:data:`TARGET`, :data:`WORKLOAD`,
+...), and added to a command by :func:`with_options` (the pattern of sqlite-utils'
+``insert_upsert_options``): the command receives them as one ``opts`` object. Every option value
+is checked (:func:`build_config`) before a kubeconfig, cluster, file or network is touched.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from types import SimpleNamespace
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -13,62 +23,214 @@ from mlserve.cli._options import JsonOpt, LockTimeoutOpt, RegistryOpt
 
 rollout_app = typer.Typer(
     name="rollout",
-    help="Progressive delivery on Kubernetes: canary and blue-green, judged by metrics, with automatic rollback.",
+    help="Progressive delivery on Kubernetes: canary and blue-green, judged by metrics, with automatic rollback. "
+         "Settings also come from the config file ($MLSERVE_CONFIG).",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 
-NameArg = Annotated[str, typer.Argument(help="Model name in the registry; also the default name of its Deployment, Service and route.")]
-ToOpt = Annotated[str, typer.Option("--to", help="Version to roll out: 3, NAME:3 or NAME@staging (a registry reference).")]
-NamespaceOpt = Annotated[Optional[str], typer.Option(
-    "--namespace", "-n", envvar=config.env_var("rollout.namespace"), show_envvar=True,
-    help="Kubernetes namespace of the workload (default 'default'; config key rollout.namespace).")]
-KubeconfigOpt = Annotated[Optional[str], typer.Option(
-    "--kubeconfig", envvar=config.env_var("rollout.kubeconfig"), show_envvar=True,
-    help="kubeconfig file (default: KUBECONFIG, ~/.kube/config, then the in-cluster service account).")]
-ContextOpt = Annotated[Optional[str], typer.Option("--context", help="kubeconfig context to use.")]
-ServerOpt = Annotated[Optional[str], typer.Option("--server", help="Kubernetes API URL, without authentication (tests, kubectl proxy).")]
-ManifestsOpt = Annotated[Optional[Path], typer.Option(
-    "--manifests", help="Apply the changes to the YAML files in this directory (GitOps) instead of a cluster.")]
-NoRegistryOpt = Annotated[bool, typer.Option(
-    "--no-registry", help="Take --to as a plain version string; do not resolve it or record anything in the registry.")]
-TimeoutOpt = Annotated[Optional[str], typer.Option(
-    "--timeout", help="Deadline of the whole rollout (e.g. 30m); past it, traffic goes back to stable (exit 13). "
-                      "Default: the planned pauses (and --keep) plus 30m.")]
-PauseOpt = Annotated[Optional[str], typer.Option(
-    "--pause", help="Pause after each step before the judge looks (e.g. 2m, 30s, 0.1s); default: the shortest range "
-                    "the analysis can judge (its min_range), 0 with --no-analysis.")]
-AnalysisOpt = Annotated[Optional[Path], typer.Option(
-    "--analysis", help="Analysis file (PromQL checks); default: request success rate and p99 latency.")]
-NoAnalysisOpt = Annotated[bool, typer.Option("--no-analysis", help="Do not query Prometheus; every step passes after its pause.")]
-PrometheusOpt = Annotated[Optional[str], typer.Option(
-    "--prometheus-url", envvar=config.env_var("rollout.prometheus_url"), show_envvar=True,
-    help="Prometheus base URL for the analysis (config key rollout.prometheus_url).")]
-DeploymentOpt = Annotated[Optional[str], typer.Option("--deployment", help="Stable Deployment (blue-green: the base of NAME-blue/NAME-green); default NAME.")]
-ServiceOpt = Annotated[Optional[str], typer.Option("--service", help="Stable Service; default NAME.")]
-ImageOpt = Annotated[str, typer.Option(
-    "--image", help="Image template telling the workload its version: {repository} {version} {model} {image}; '' leaves the image alone.")]
-VersionEnvOpt = Annotated[str, typer.Option(
-    "--version-env", help="Environment variable set to the version in the serving container; '' sets none.")]
-ContainerOpt = Annotated[Optional[str], typer.Option("--container", help="Container to update (default: the first).")]
-ReadyTimeoutOpt = Annotated[str, typer.Option("--ready-timeout", help="How long a Deployment may take to become ready before the rollout fails.")]
-LeaseOpt = Annotated[str, typer.Option(
-    "--lease-duration", help="Without a heartbeat for this long, the rollout's owner is presumed dead (abort or --resume become possible).")]
-InterruptOpt = Annotated[str, typer.Option(
-    "--on-interrupt", help="On SIGINT/SIGTERM: 'abort' (traffic back to stable) or 'pause' (leave traffic, resumable).")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Server-side dry run: the API server validates every change, nothing is stored.")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue a rollout whose owner died or that was paused, from its recorded step.")]
-PollOpt = Annotated[str, typer.Option("--poll", help="How often to check readiness, commands from other jobs and the heartbeat.")]
+
+@dataclass(frozen=True)
+class Opt:
+    """One shared option: the parameter name, its Typer declaration, its default."""
+
+    name: str
+    annotation: Any
+    default: Any = None
 
 
-def _target(namespace: str | None, kubeconfig: str | None, context: str | None, server: str | None,
-            manifests: Path | None, registry: Path | None = None, lock_timeout: float | None = None,
-            no_registry: bool = False) -> Any:
+def _opt(name: str, kind: Any, default: Any, *flags: str, help: str, **kw: Any) -> Opt:  # noqa: A002
+    return Opt(name, Annotated[kind, typer.Option(*flags, help=help, **kw)], default)
+
+
+def _target(write: bool) -> list[Opt]:
+    manifests_help = ("Apply the changes to the YAML files in this directory (GitOps) instead of a cluster." if write
+                      else "Read the rollout state from this directory of YAML files (its .mlserve/) instead of a cluster.")
+    return [
+        _opt("namespace", Optional[str], None, "--namespace", "-n", envvar=config.env_var("rollout.namespace"),
+             show_envvar=True, help="Kubernetes namespace of the workload (default 'default'; config key rollout.namespace)."),
+        _opt("manifests", Optional[Path], None, "--manifests", help=manifests_help),
+        _opt("kubeconfig", Optional[str], None, "--kubeconfig", envvar=config.env_var("rollout.kubeconfig"), show_envvar=True,
+             help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account)."),
+        _opt("context", Optional[str], None, "--context", help="kubeconfig context to use."),
+        _opt("server", Optional[str], None, "--server", help="Kubernetes API URL, without authentication (tests, kubectl proxy)."),
+    ]
+
+
+TARGET = _target(write=True)
+READ_TARGET = _target(write=False)
+OUTPUT = [Opt("as_json", JsonOpt, False)]
+
+
+def _registry(purpose: str) -> list[Opt]:
+    return [Opt("registry", RegistryOpt, None), Opt("lock_timeout", LockTimeoutOpt, None),
+            _opt("no_registry", bool, False, "--no-registry", help=purpose)]
+
+
+ROLLOUT_REGISTRY = _registry("Take --to as a plain version string; do not resolve it or record anything in the registry.")
+REVERT_REGISTRY = _registry("Do not touch the registry: no production rollback, no journal entry (for rollouts run with --no-registry).")
+
+WORKLOAD = [
+    _opt("workload", Optional[str], None, "--workload", help="Name of the stable Deployment, Service and route at once "
+         "(e.g. churn-api); --deployment, --service and --route override it. Default: NAME."),
+    _opt("deployment", Optional[str], None, "--deployment", help="Stable Deployment (blue-green: the base of BASE-blue/BASE-green)."),
+    _opt("service", Optional[str], None, "--service", help="Stable Service."),
+    _opt("image", str, "{repository}:{version}", "--image",
+         help="Image template telling the workload its version: {repository} {version} {model} {image}; '' leaves the image alone."),
+    _opt("version_env", str, "MLSERVE_MODEL_VERSION", "--version-env",
+         help="Environment variable set to the version in the serving container; '' sets none."),
+    _opt("version_label", Optional[list[str]], None, "--version-label",
+         help="Pod label that carries the version and follows it (repeatable; default app.kubernetes.io/version and "
+              "version; '' for none). Labels a selector uses are left alone, with a warning."),
+    _opt("container", Optional[str], None, "--container", help="Container to update (default: the first)."),
+    _opt("pause", Optional[str], None, "--pause", help="Pause after each step before the judge looks (e.g. 2m, 30s, 0.1s); "
+         "default: what the analysis needs (a warm-up of window + scrape interval, then min_points points), 0 with --no-analysis."),
+    _opt("timeout", Optional[str], None, "--timeout", help="Deadline of the whole rollout (e.g. 30m); past it, traffic goes "
+         "back to stable (exit 13). Default: the planned pauses (and --keep) plus 30m."),
+]
+ANALYSIS = [
+    _opt("analysis", Optional[Path], None, "--analysis", help="Analysis file (PromQL checks); default: request success rate and p99 latency."),
+    _opt("no_analysis", bool, False, "--no-analysis", help="Do not query Prometheus; every step passes after its pause."),
+    _opt("prometheus_url", Optional[str], None, "--prometheus-url", envvar=config.env_var("rollout.prometheus_url"),
+         show_envvar=True, help="Prometheus base URL for the analysis (config key rollout.prometheus_url)."),
+]
+RUNNING = [
+    _opt("ready_timeout", str, "5m", "--ready-timeout", help="How long a Deployment may take to become ready before the "
+         "rollout fails (at once when its controller reports ProgressDeadlineExceeded)."),
+    _opt("lease_duration", str, "60s", "--lease-duration", help="Without a heartbeat for this long, the rollout's owner is "
+         "presumed dead (abort or --resume become possible); transient API errors are retried for half of it."),
+    _opt("poll", str, "1s", "--poll", help="How often to check readiness, commands from other jobs and the heartbeat."),
+    _opt("on_interrupt", str, "abort", "--on-interrupt", help="On SIGINT/SIGTERM: 'abort' (traffic back to stable) or "
+         "'pause' (leave traffic, resumable)."),
+    _opt("on_drift", str, "fail", "--on-drift", help="When the live traffic split is not what the rollout set (someone "
+         "edited it): 'fail' (revert, exit 13) or 'pause' (leave it, resumable)."),
+    _opt("revert_timeout", str, "5m", "--revert-timeout", help="How long a failed rollout keeps retrying to put traffic back "
+         "when the API fails."),
+    _opt("gate", Optional[list[str]], None, "--gate", help="Webhook (URL) that must answer 2xx to a JSON POST before each "
+         "step; retried every --gate-interval until it does (repeatable)."),
+    _opt("gate_interval", str, "10s", "--gate-interval", help="How often a gate that said no is asked again."),
+    _opt("notify", Optional[list[str]], None, "--notify", help="URL that gets one JSON POST per state change (phase, "
+         "step, weight, outcome); failures are warnings (repeatable)."),
+    _opt("dry_run", bool, False, "--dry-run", help="Server-side dry run: the API server validates every change, nothing is stored."),
+    _opt("resume", bool, False, "--resume", help="Continue a rollout whose owner died or that was paused, from its recorded step."),
+]
+CANARY = [
+    _opt("router", str, "gateway", "--router", help="Traffic router: gateway (HTTPRoute weights), nginx (canary Ingress) "
+         "or istio (VirtualService)."),
+    _opt("steps", str, "5,25,50,100", "--steps", help="Traffic percentages to the canary, in order."),
+    _opt("route", Optional[str], None, "--route", help="HTTPRoute, stable Ingress or VirtualService holding the split."),
+    _opt("canary_replicas", int, 1, "--canary-replicas", min=1, help="Replicas of the canary Deployment at the least "
+         "(it grows with its share of stable's)."),
+    _opt("canary_header", Optional[str], None, "--canary-header", help="NAME=VALUE: requests with this header reach the "
+         "canary first, for one --pause, then whatever the weight (gateway, nginx)."),
+    _opt("canary_cookie", Optional[str], None, "--canary-cookie", help="Cookie NAME: requests with NAME=always reach the "
+         "canary first (nginx)."),
+    _opt("baseline", bool, False, "--baseline", help="Start a fresh copy of stable beside the canary with the same share "
+         "of traffic, and judge the canary against it (steps up to 50, then 100)."),
+]
+BLUE_GREEN = [
+    _opt("selector_key", str, "slot", "--selector-key", help="Service selector label naming the colour (values blue/green)."),
+    _opt("keep", str, "10m", "--keep", help="Keep the old colour running this long after the switch, so `undo` is instant."),
+    _opt("smoke_url", Optional[str], None, "--smoke-url", help="URL that must answer 2xx before the switch (e.g. the idle "
+         "colour's preview Service)."),
+    _opt("smoke_cmd", Optional[str], None, "--smoke-cmd", help="Command that must exit 0 before the switch; gets "
+         "MLSERVE_ROLLOUT_MODEL, _VERSION, _NAMESPACE and _TARGET."),
+]
+
+def with_options(*groups: list[Opt]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the options of ``groups`` to a command; it receives them as ``opts`` (one namespace, defaults included)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(fn, eval_str=True)
+        shared = [o for group in groups for o in group]
+        params = [p for p in own.parameters.values() if p.name != "opts"]
+        params += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, annotation=o.annotation, default=o.default)
+                   for o in shared]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            values = {o.name: kwargs.pop(o.name) for o in shared}
+            return fn(**kwargs, opts=SimpleNamespace(**values))
+
+        command.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def _declared(name: str) -> Any:
+    for group in (WORKLOAD, ANALYSIS, RUNNING, CANARY, BLUE_GREEN):
+        for o in group:
+            if o.name == name:
+                return o.default
+    raise KeyError(name)
+
+
+def _value(opts: Any, name: str) -> Any:
+    """The option's value, or its declared default for a command that does not have it (plan has no --poll)."""
+    return getattr(opts, name) if hasattr(opts, name) else _declared(name)
+
+
+def build_config(name: str, to: str, strategy: str, opts: Any) -> Any:
+    """The rollout's configuration from the options; a UsageError (exit 2) for any bad value. Touches nothing outside."""
+    from mlserve.errors import UsageError
+    from mlserve.rollout.durations import parse_duration
+    from mlserve.rollout.settings import HeaderRoute, RolloutConfig, validate
+    from mlserve.rollout.workload import DEFAULT_VERSION_LABELS, VersionSpec
+
+    def duration(option: str, flag: str, optional: bool = False) -> float | None:
+        value = _value(opts, option)
+        return None if (value is None and optional) else parse_duration(value, what=flag)
+
+    labels = _value(opts, "version_label")
+    version_labels = DEFAULT_VERSION_LABELS if labels is None else tuple(label for label in labels if label)
+    header = _value(opts, "canary_header")
+    cookie = _value(opts, "canary_cookie")
+    if header is not None and cookie is not None:
+        raise UsageError("give --canary-header or --canary-cookie, not both")
+    route = None
+    if header is not None:
+        key, sep, val = header.partition("=")
+        if not sep:
+            raise UsageError(f"--canary-header needs NAME=VALUE, got {header!r}")
+        route = HeaderRoute(header=key.strip(), value=val)
+    elif cookie is not None:
+        route = HeaderRoute(cookie=cookie.strip())
+    cfg = RolloutConfig(
+        name=name, to=to, strategy=strategy, namespace=config.resolve("rollout.namespace", _value(opts, "namespace")),  # type: ignore[arg-type]
+        router=_value(opts, "router"), steps=_value(opts, "steps") if strategy == "canary" else [100],
+        pause=duration("pause", "--pause", optional=True), timeout=duration("timeout", "--timeout", optional=True),
+        workload=_value(opts, "workload"), deployment=_value(opts, "deployment"), service=_value(opts, "service"),
+        route=_value(opts, "route"), canary_replicas=_value(opts, "canary_replicas"),
+        version=VersionSpec(image_template=_value(opts, "image"), env_name=_value(opts, "version_env"),
+                            container=_value(opts, "container"), labels=version_labels),
+        ready_timeout=duration("ready_timeout", "--ready-timeout"),  # type: ignore[arg-type]
+        poll=max(0.01, duration("poll", "--poll")),  # type: ignore[type-var]
+        lease_seconds=max(1.0, duration("lease_duration", "--lease-duration")),  # type: ignore[type-var]
+        on_interrupt=_value(opts, "on_interrupt"), on_drift=_value(opts, "on_drift"),
+        revert_timeout=duration("revert_timeout", "--revert-timeout"),  # type: ignore[arg-type]
+        dry_run=_value(opts, "dry_run"), resume=_value(opts, "resume"), gates=list(_value(opts, "gate") or []),
+        gate_interval=duration("gate_interval", "--gate-interval"),  # type: ignore[arg-type]
+        notify=list(_value(opts, "notify") or []), header_route=route, baseline=_value(opts, "baseline"),
+        selector_key=_value(opts, "selector_key"), keep=duration("keep", "--keep") if strategy == "blue-green" else 0.0,  # type: ignore[arg-type]
+        smoke_url=_value(opts, "smoke_url"), smoke_cmd=_value(opts, "smoke_cmd"),
+    )
+    validate(cfg)
+    if _value(opts, "analysis") is not None and _value(opts, "no_analysis"):
+        raise UsageError("give --analysis or --no-analysis, not both")
+    url = _value(opts, "prometheus_url")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise UsageError(f"--prometheus-url must start with http:// or https://, got {url!r}")
+    return cfg
+
+
+def _target_of(opts: Any) -> Any:
     from mlserve.rollout.api import Target
 
-    return Target(namespace=config.resolve("rollout.namespace", namespace), manifests=manifests,
-                  kubeconfig=config.resolve("rollout.kubeconfig", kubeconfig), context=context, server=server,
-                  registry=registry, lock_timeout=lock_timeout, use_registry=not no_registry)
+    return Target(namespace=config.resolve("rollout.namespace", opts.namespace), manifests=opts.manifests,
+                  kubeconfig=config.resolve("rollout.kubeconfig", opts.kubeconfig), context=opts.context, server=opts.server,
+                  registry=getattr(opts, "registry", None), lock_timeout=getattr(opts, "lock_timeout", None),
+                  use_registry=not getattr(opts, "no_registry", False))
 
 
 def _finish(kind: str, result: Any, as_json: bool, render: Any) -> None:
@@ -85,14 +247,13 @@ def _finish(kind: str, result: Any, as_json: bool, render: Any) -> None:
 
 
 def _render_rollout(console: Any, r: Any) -> None:
-    from rich.table import Table
+    from mlserve.cli._output import print_table
 
     console.print(f"{r.strategy} rollout of {r.model} {r.previous_version or '?'} -> {r.version} in {r.namespace} ({r.router})")
     if r.steps:
-        table = Table("step", "weight", "verdict", "score", "reason")
-        for s in r.steps:
-            table.add_row(str(s.index + 1), f"{s.weight}%", s.verdict or "", "" if s.score is None else f"{s.score:g}", s.reason)
-        console.print(table)
+        print_table(console, ["step", "weight", "verdict", "score", "reason"],
+                    [[s.index + 1, f"{s.weight}%", s.verdict or "", "" if s.score is None else f"{s.score:g}", s.reason]
+                     for s in r.steps], right={"step", "weight", "score"})
     for change in r.changes:
         console.print(f"  dry-run {change.action} {change.kind}/{change.name}: {change.stage}")
     console.print(f"outcome: {r.outcome}" + (" (reverted to the snapshot)" if r.reverted else ""))
@@ -103,12 +264,13 @@ def _render_plan(console: Any, p: Any) -> None:
     import json
 
     console.print(f"plan: {p.strategy} rollout of {p.model} {p.previous_version or '?'} -> {p.version} in {p.namespace} ({p.router})")
+    if p.points_per_step is not None:
+        console.print(f"the judge gets {p.points_per_step} independent point(s) per metric and side after each pause")
     for c in p.changes:
         target = f" {c.kind}/{c.name}" if c.kind else ""
         console.print(f"- {c.stage}: {c.action}{target}" + (f" ({c.note})" if c.note else ""))
-        if c.ops:
-            for op in c.ops:
-                console.print("    " + json.dumps(op, sort_keys=True))
+        for op in c.ops or []:
+            console.print("    " + json.dumps(op, sort_keys=True, ensure_ascii=False))
     console.print("snapshot (restored by abort):")
     for s in p.snapshot:
         what = "created by the rollout (deleted on abort)" if s.created else ", ".join(f.path for f in s.fields)
@@ -119,13 +281,19 @@ def _render_plan(console: Any, p: Any) -> None:
 
 
 def _render_status(console: Any, s: Any) -> None:
+    from mlserve.cli._output import print_table
+
     step = f"step {s.step}/{len(s.steps)}" if s.step else "not started"
     live = "" if s.live_weight is None else f" (live: {s.live_weight}%)"
     console.print(f"{s.model}: {s.strategy} to {s.version} in {s.namespace}: {s.phase}, {step}, weight {s.weight}%{live}")
     console.print(f"owner: {s.owner or '-'}{' (stale: no heartbeat)' if s.stale else ''}; started {s.started_at:%Y-%m-%d %H:%M:%S}Z, "
                   f"deadline {s.deadline:%Y-%m-%d %H:%M:%S}Z")
-    for r in s.record:
-        console.print(f"  step {r.index + 1} at {r.weight}%: {r.verdict}" + (f" (score {r.score:g})" if r.score is not None else ""))
+    if s.objects:
+        print_table(console, ["object", "role", "state"], [[f"{o.kind}/{o.name}", o.role, o.detail] for o in s.objects])
+    if s.record:
+        print_table(console, ["step", "weight", "verdict", "score"],
+                    [[r.index + 1, f"{r.weight}%", r.verdict or "", "" if r.score is None else f"{r.score:g}"] for r in s.record],
+                    right={"step", "weight", "score"})
     if s.message:
         console.print(f"message: {s.message}")
 
@@ -140,264 +308,196 @@ def _render_abort(console: Any, a: Any) -> None:
 
 # ------------------------------------------------------------------------------------------ commands
 
-
-def _config(name_: str, to_: str, strategy: str, namespace_: str, **kw: Any) -> Any:
-    name, to, namespace = name_, to_, namespace_
-    kw = {k: v for k, v in kw.items() if k not in ("name", "to", "namespace")}
-    from mlserve.rollout.durations import parse_duration, parse_steps
-    from mlserve.rollout.engine import RolloutConfig
-    from mlserve.rollout.workload import VersionSpec
-
-    if kw["on_interrupt"] not in ("abort", "pause"):
-        from mlserve.errors import UsageError
-
-        raise UsageError(f"--on-interrupt must be 'abort' or 'pause', not {kw['on_interrupt']!r}")
-    return RolloutConfig(
-        name=name, to=to, strategy=strategy, namespace=namespace, router=kw.get("router", "gateway"),
-        steps=parse_steps(kw.get("steps", "100")), pause=None if kw["pause"] is None else parse_duration(kw["pause"], what="--pause"),
-        timeout=None if kw["timeout"] is None else parse_duration(kw["timeout"], what="--timeout"), deployment=kw["deployment"], service=kw["service"],
-        route=kw.get("route"), canary_replicas=kw.get("canary_replicas", 1),
-        version=VersionSpec(image_template=kw["image"], env_name=kw["version_env"], container=kw["container"]),
-        ready_timeout=parse_duration(kw["ready_timeout"], what="--ready-timeout"),
-        poll=max(0.01, parse_duration(kw["poll"], what="--poll")),
-        lease_seconds=max(1.0, parse_duration(kw["lease_duration"], what="--lease-duration")),
-        on_interrupt=kw["on_interrupt"], dry_run=kw["dry_run"], resume=kw["resume"],
-        selector_key=kw.get("selector_key", "slot"), keep=parse_duration(kw.get("keep", "0s"), what="--keep"),
-        smoke_url=kw.get("smoke_url"), smoke_cmd=kw.get("smoke_cmd"),
-    )
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Model name in the registry; also the default name of its "
+                                                             "Deployment, Service and route (see --workload).")]
+ToOpt = Annotated[str, typer.Option("--to", metavar="VERSION", help="Version to roll out: 3, NAME:3 or NAME@staging (a registry reference).")]
 
 
-def canary(
-    name: NameArg,
-    to: ToOpt,
-    namespace: NamespaceOpt = None,
-    router: Annotated[str, typer.Option("--router", help="Traffic router: gateway (HTTPRoute weights), nginx (canary Ingress) or istio (VirtualService).")] = "gateway",
-    steps: Annotated[str, typer.Option("--steps", help="Traffic percentages to the canary, in order.")] = "5,25,50,100",
-    pause: PauseOpt = None,
-    analysis: AnalysisOpt = None,
-    no_analysis: NoAnalysisOpt = False,
-    prometheus_url: PrometheusOpt = None,
-    timeout: TimeoutOpt = None,
-    deployment: DeploymentOpt = None,
-    service: ServiceOpt = None,
-    route: Annotated[Optional[str], typer.Option("--route", help="HTTPRoute, stable Ingress or VirtualService holding the split; default NAME.")] = None,
-    canary_replicas: Annotated[int, typer.Option("--canary-replicas", min=1, help="Replicas of the canary Deployment.")] = 1,
-    image: ImageOpt = "{repository}:{version}",
-    version_env: VersionEnvOpt = "MLSERVE_MODEL_VERSION",
-    container: ContainerOpt = None,
-    ready_timeout: ReadyTimeoutOpt = "5m",
-    lease_duration: LeaseOpt = "60s",
-    poll: PollOpt = "1s",
-    on_interrupt: InterruptOpt = "abort",
-    dry_run: DryRunOpt = False,
-    resume: ResumeOpt = False,
-    manifests: ManifestsOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    server: ServerOpt = None,
-    registry: RegistryOpt = None,
-    lock_timeout: LockTimeoutOpt = None,
-    no_registry: NoRegistryOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Canary: move traffic to VERSION step by step, judge each step, promote or roll back."""
-    _run_strategy("canary", dict(locals()))
+@with_options(CANARY, WORKLOAD, ANALYSIS, RUNNING, TARGET, ROLLOUT_REGISTRY, OUTPUT)
+def canary(name: NameArg, to: ToOpt, opts: Any = None) -> None:
+    """Canary: move traffic step by step to the version given by --to, judge each step, promote or roll back.
+
+    Example:
+
+    \b
+      mlserve rollout canary churn --to 3 -n ml --steps 5,25,50,100
+      mlserve rollout canary churn --to churn@staging --workload churn-api --router nginx --canary-header 'X-Canary=always'
+
+    Exit codes: 0 promoted, 10 rolled back, 11 inconclusive, 12 infrastructure, 13 aborted.
+    Environment: the Lease records the owner as user@host:pid plus $GITHUB_RUN_ID, $CI_JOB_ID or $BUILD_ID;
+    $MLSERVE_NO_PROGRESS=1 turns progress off; $KUBECONFIG names the kubeconfig.
+    """
+    _run_strategy("canary", name, to, opts)
 
 
-def blue_green(
-    name: NameArg,
-    to: ToOpt,
-    namespace: NamespaceOpt = None,
-    selector_key: Annotated[str, typer.Option("--selector-key", help="Service selector label naming the colour (values blue/green).")] = "slot",
-    keep: Annotated[str, typer.Option("--keep", help="Keep the old colour running this long after the switch, so `undo` is instant.")] = "10m",
-    smoke_url: Annotated[Optional[str], typer.Option("--smoke-url", help="URL that must answer 2xx before the switch (e.g. the idle colour's preview Service).")] = None,
-    smoke_cmd: Annotated[Optional[str], typer.Option("--smoke-cmd", help="Command that must exit 0 before the switch; gets MLSERVE_ROLLOUT_* variables.")] = None,
-    pause: PauseOpt = None,
-    analysis: AnalysisOpt = None,
-    no_analysis: NoAnalysisOpt = False,
-    prometheus_url: PrometheusOpt = None,
-    timeout: TimeoutOpt = None,
-    deployment: DeploymentOpt = None,
-    service: ServiceOpt = None,
-    image: ImageOpt = "{repository}:{version}",
-    version_env: VersionEnvOpt = "MLSERVE_MODEL_VERSION",
-    container: ContainerOpt = None,
-    ready_timeout: ReadyTimeoutOpt = "5m",
-    lease_duration: LeaseOpt = "60s",
-    poll: PollOpt = "1s",
-    on_interrupt: InterruptOpt = "abort",
-    dry_run: DryRunOpt = False,
-    resume: ResumeOpt = False,
-    manifests: ManifestsOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    server: ServerOpt = None,
-    registry: RegistryOpt = None,
-    lock_timeout: LockTimeoutOpt = None,
-    no_registry: NoRegistryOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Blue-green: the idle colour gets VERSION, is checked, then the Service switches to it."""
-    _run_strategy("blue-green", dict(locals()))
+@with_options(BLUE_GREEN, WORKLOAD, ANALYSIS, RUNNING, TARGET, ROLLOUT_REGISTRY, OUTPUT)
+def blue_green(name: NameArg, to: ToOpt, opts: Any = None) -> None:
+    """Blue-green: the idle colour gets the version given by --to, is checked, then the Service switches to it.
+
+    Example:
+
+    \b
+      mlserve rollout blue-green churn --to 3 -n ml --smoke-url http://churn-green.ml/health --keep 10m
+
+    Exit codes: 0 promoted, 10 rolled back, 11 inconclusive, 12 infrastructure, 13 aborted.
+    Environment: the Lease records the owner as user@host:pid plus $GITHUB_RUN_ID, $CI_JOB_ID or $BUILD_ID;
+    $MLSERVE_NO_PROGRESS=1 turns progress off; $KUBECONFIG names the kubeconfig.
+    """
+    _run_strategy("blue-green", name, to, opts)
 
 
-def _run_strategy(strategy: str, params: dict) -> None:
+def _run_strategy(strategy: str, name: str, to: str, opts: Any) -> None:
+    cfg = build_config(name, to, strategy, opts)  # every option checked before anything outside is touched
     from mlserve.cli._output import progress_for
     from mlserve.rollout.api import run_rollout
     from mlserve.rollout.interrupts import catch_signals
 
-    p = params
-    target = _target(p["namespace"], p["kubeconfig"], p["context"], p["server"], p["manifests"], p["registry"],
-                     p["lock_timeout"], p["no_registry"])
-    cfg = _config(p["name"], p["to"], strategy, target.namespace, **p)
+    target = _target_of(opts)
     with catch_signals() as interrupt:
-        result = run_rollout(cfg, target, analysis=p["analysis"],
-                             prometheus_url=config.resolve("rollout.prometheus_url", p["prometheus_url"]),
-                             no_analysis=p["no_analysis"], progress=progress_for(p["as_json"]), interrupt=interrupt)
-    _finish("rollout", result, p["as_json"], _render_rollout)
+        result = run_rollout(cfg, target, analysis=opts.analysis,
+                             prometheus_url=config.resolve("rollout.prometheus_url", opts.prometheus_url),
+                             no_analysis=opts.no_analysis, progress=progress_for(opts.as_json), interrupt=interrupt)
+    _finish("rollout", result, opts.as_json, _render_rollout)
 
 
-def plan(
-    name: NameArg,
-    to: ToOpt,
-    strategy: Annotated[str, typer.Option("--strategy", help="canary or blue-green.")] = "canary",
-    namespace: NamespaceOpt = None,
-    router: Annotated[str, typer.Option("--router", help="Traffic router (canary): gateway, nginx or istio.")] = "gateway",
-    steps: Annotated[str, typer.Option("--steps", help="Traffic percentages to the canary, in order.")] = "5,25,50,100",
-    pause: PauseOpt = None,
-    deployment: DeploymentOpt = None,
-    service: ServiceOpt = None,
-    route: Annotated[Optional[str], typer.Option("--route", help="Object holding the traffic split; default NAME.")] = None,
-    selector_key: Annotated[str, typer.Option("--selector-key", help="Blue-green: selector label naming the colour.")] = "slot",
-    image: ImageOpt = "{repository}:{version}",
-    version_env: VersionEnvOpt = "MLSERVE_MODEL_VERSION",
-    container: ContainerOpt = None,
-    manifests: ManifestsOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    server: ServerOpt = None,
-    registry: RegistryOpt = None,
-    lock_timeout: LockTimeoutOpt = None,
-    no_registry: NoRegistryOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Print the exact patches a rollout would apply, step by step; nothing is changed."""
-    from mlserve.cli._output import emit
+PLAN_STRATEGY = [_opt("strategy", str, "canary", "--strategy", help="canary or blue-green.")]
+
+
+@with_options(PLAN_STRATEGY, CANARY, BLUE_GREEN[:2], WORKLOAD, ANALYSIS, TARGET, ROLLOUT_REGISTRY, OUTPUT)
+def plan(name: NameArg, to: ToOpt, opts: Any = None) -> None:
+    """Show the exact patches a rollout would apply, step by step, and how many points the judge gets; nothing is changed.
+
+    Example:
+
+    \b
+      mlserve rollout plan churn --to 3 -n ml --steps 10,50,100
+      mlserve rollout plan churn --to 3 --manifests deploy/ --json
+    """
     from mlserve.errors import UsageError
+
+    if opts.strategy not in ("canary", "blue-green"):
+        raise UsageError(f"--strategy must be canary or blue-green, not {opts.strategy!r}")
+    cfg = build_config(name, to, opts.strategy, opts)
+    from mlserve.cli._output import emit
     from mlserve.rollout.api import plan_rollout
 
-    if strategy not in ("canary", "blue-green"):
-        raise UsageError(f"--strategy must be canary or blue-green, not {strategy!r}")
-    target = _target(namespace, kubeconfig, context, server, manifests, registry, lock_timeout, no_registry)
-    cfg = _config(name, to, strategy, target.namespace, router=router, steps=steps, pause=pause, timeout="30m",
-                  deployment=deployment, service=service, route=route, image=image, version_env=version_env,
-                  container=container, ready_timeout="5m", poll="1s", lease_duration="60s", on_interrupt="abort",
-                  dry_run=False, resume=False, selector_key=selector_key)
-    emit("rollout-plan", plan_rollout(cfg, target), as_json, _render_plan)
+    emit("rollout-plan", plan_rollout(cfg, _target_of(opts), analysis=opts.analysis, no_analysis=opts.no_analysis),
+         opts.as_json, _render_plan)
 
 
-def status(
-    name: NameArg,
-    namespace: NamespaceOpt = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the rollout ends; exit with its outcome's code.")] = False,
-    timeout: Annotated[str, typer.Option("--timeout", help="With --wait: give up after this long (exit 11, outcome unknown yet).")] = "30m",
-    manifests: ManifestsOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    server: ServerOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Show the recorded state of NAME's rollout (phase, step, owner, deadline, verdicts)."""
-    from mlserve.rollout.api import rollout_status
+STATUS = [
+    _opt("wait", bool, False, "--wait", help="Wait until the rollout ends; exit with its outcome's code."),
+    _opt("timeout", str, "30m", "--timeout", help="With --wait: give up after this long (exit 11, outcome unknown yet)."),
+]
+
+
+@with_options(STATUS, READ_TARGET, OUTPUT)
+def status(name: NameArg, opts: Any = None) -> None:
+    """Show the recorded state of NAME's rollout (phase, step, owner, deadline, verdicts, live objects). Read-only.
+
+    Example:
+
+    \b
+      mlserve rollout status churn -n ml
+      mlserve rollout status churn -n ml --wait --timeout 45m
+    """
     from mlserve.rollout.durations import parse_duration
 
-    target = _target(namespace, kubeconfig, context, server, manifests)
-    result = rollout_status(name, target, wait=wait, timeout=parse_duration(timeout, what="--timeout"))
-    if not wait:
+    timeout = parse_duration(opts.timeout, what="--timeout")
+    from mlserve.rollout.api import rollout_status
+
+    result = rollout_status(name, _target_of(opts), wait=opts.wait, timeout=timeout)
+    if not opts.wait:
         result.exit_code = 0
-    _finish("rollout-status", result, as_json, _render_status)
+    _finish("rollout-status", result, opts.as_json, _render_status)
 
 
-def abort(
-    name: NameArg,
-    namespace: NamespaceOpt = None,
-    reason: Annotated[Optional[str], typer.Option("--reason", help="Why (recorded in the Lease and the registry journal).")] = None,
-    dry_run: DryRunOpt = False,
-    manifests: ManifestsOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    server: ServerOpt = None,
-    registry: RegistryOpt = None,
-    lock_timeout: LockTimeoutOpt = None,
-    no_registry: NoRegistryOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Put traffic back on stable and restore every field the rollout changed. Safe to repeat."""
+REVERT = [
+    _opt("dry_run", bool, False, "--dry-run", help="Server-side dry run: the API server validates every change, nothing is stored."),
+    _opt("revert_timeout", str, "1m", "--revert-timeout", help="How long to keep retrying when the API fails."),
+]
+
+
+@with_options([_opt("reason", Optional[str], None, "--reason", help="Why (recorded in the Lease and the registry journal).")],
+              REVERT, TARGET, REVERT_REGISTRY, OUTPUT)
+def abort(name: NameArg, opts: Any = None) -> None:
+    """Put traffic back on stable and restore every field the rollout changed, then release the lock. Safe to repeat.
+
+    Works on a running rollout (its owner stops), a paused or stranded one, and a failed one whose Lease was left behind.
+
+    Example:
+
+    \b
+      mlserve rollout abort churn -n ml --reason 'p99 alerts in the dashboards'
+    """
+    from mlserve.rollout.durations import parse_duration
+
+    budget = parse_duration(opts.revert_timeout, what="--revert-timeout")
     from mlserve.cli._output import emit
     from mlserve.rollout.api import abort_rollout
     from mlserve.rollout.interrupts import catch_signals
 
-    target = _target(namespace, kubeconfig, context, server, manifests, registry, lock_timeout, no_registry)
     with catch_signals():  # a Ctrl-C must not leave the revert half-done
-        result = abort_rollout(name, target, reason=reason, dry_run=dry_run)
-    emit("rollout-abort", result, as_json, _render_abort)
+        result = abort_rollout(name, _target_of(opts), reason=opts.reason, dry_run=opts.dry_run, revert_timeout=budget)
+    emit("rollout-abort", result, opts.as_json, _render_abort)
 
 
-def promote(
-    name: NameArg,
-    namespace: NamespaceOpt = None,
-    full: Annotated[bool, typer.Option("--full", help="Skip every remaining pause, not only the current one.")] = False,
-    manifests: ManifestsOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    server: ServerOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Tell the running rollout of NAME to skip its current pause (--full: all pauses)."""
+@with_options([_opt("full", bool, False, "--full", help="Skip every remaining pause, not only the current one.")],
+              TARGET, OUTPUT)
+def promote(name: NameArg, opts: Any = None) -> None:
+    """Tell the running rollout of NAME to skip its current pause (--full: all pauses).
+
+    Example:
+
+    \b
+      mlserve rollout promote churn -n ml --full
+    """
     from mlserve.cli._output import emit
     from mlserve.rollout.api import promote_rollout
 
-    target = _target(namespace, kubeconfig, context, server, manifests)
-    emit("rollout-promote", promote_rollout(name, target, full=full), as_json,
+    emit("rollout-promote", promote_rollout(name, _target_of(opts), full=opts.full), opts.as_json,
          lambda console, r: console.print(r.message))
 
 
-def undo(
-    name: NameArg,
-    namespace: NamespaceOpt = None,
-    dry_run: DryRunOpt = False,
-    manifests: ManifestsOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    server: ServerOpt = None,
-    registry: RegistryOpt = None,
-    lock_timeout: LockTimeoutOpt = None,
-    no_registry: NoRegistryOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Revert NAME's last finished rollout to the previous version (blue-green: switch back)."""
+@with_options(REVERT, TARGET, REVERT_REGISTRY, OUTPUT)
+def undo(name: NameArg, opts: Any = None) -> None:
+    """Revert NAME's last finished rollout to the previous version (blue-green: switch back).
+
+    Example:
+
+    \b
+      mlserve rollout undo churn -n ml
+    """
+    from mlserve.rollout.durations import parse_duration
+
+    budget = parse_duration(opts.revert_timeout, what="--revert-timeout")
     from mlserve.cli._output import emit
     from mlserve.rollout.api import undo_rollout
     from mlserve.rollout.interrupts import catch_signals
 
-    target = _target(namespace, kubeconfig, context, server, manifests, registry, lock_timeout, no_registry)
     with catch_signals():  # a Ctrl-C must not leave the revert half-done
-        result = undo_rollout(name, target, dry_run=dry_run)
-    emit("rollout-undo", result, as_json, _render_abort)
+        result = undo_rollout(name, _target_of(opts), dry_run=opts.dry_run, revert_timeout=budget)
+    emit("rollout-undo", result, opts.as_json, _render_abort)
 
 
+@with_options([TARGET[0]], OUTPUT)
 def rbac(
-    namespace: NamespaceOpt = None,
     router: Annotated[Optional[list[str]], typer.Option("--router", help="Routers to allow (repeatable): gateway, nginx, istio, blue-green; default all.")] = None,
     service_account: Annotated[Optional[str], typer.Option("--service-account", help="Also print a RoleBinding for this ServiceAccount.")] = None,
-    as_json: JsonOpt = False,
+    opts: Any = None,
 ) -> None:
-    """Print the minimal Role (YAML) the rollout commands need in one namespace."""
+    """Print the minimal Role (YAML) the rollout commands need in one namespace.
+
+    Example:
+
+    \b
+      mlserve rollout rbac -n ml --router gateway --service-account ci | kubectl apply -f -
+    """
     from mlserve.cli._output import emit
     from mlserve.rollout.rbac import minimal_role
 
-    result = minimal_role(config.resolve("rollout.namespace", namespace), routers=router, service_account=service_account)
-    emit("rollout-rbac", result, as_json, lambda console, r: console.print(r.yaml, end="", markup=False))
+    result = minimal_role(config.resolve("rollout.namespace", opts.namespace), routers=router, service_account=service_account)
+    emit("rollout-rbac", result, opts.as_json, lambda console, r: console.print(r.yaml, end="", markup=False))
 
 
 def install(app: typer.Typer) -> None:

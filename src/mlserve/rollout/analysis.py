@@ -29,6 +29,18 @@ Missing data can never promote: with an inconclusive metric and nothing failed t
 
 Templates use ``{target}`` (the canary's or stable's workload name), ``{namespace}``, ``{window}``
 (the spec's ``window``, for ``rate(...[{window}])``) and ``{model}``; other braces are PromQL's own.
+
+Independent points. A ``rate(x[1m])`` sampled every 15 s shares three quarters of its data with
+the next point: such points are not independent, and the rank test's error rate is then far above
+its nominal level. The judge samples every :meth:`AnalysisSpec.sample_interval` (the larger of
+``step`` and ``window``), so each point covers its own stretch of time, and it starts one
+``window`` plus one ``scrape_interval`` after the traffic of the step started (:meth:`AnalysisSpec.warmup`),
+so no point mixes in the previous step's traffic. ``min_range()`` is the shortest pause that gives
+every metric its ``min_points`` that way; ``points_in(pause)`` is what a pause gives.
+
+Query errors. A Prometheus query that fails (unreachable, 5xx) is retried every ``step``; after more
+than ``consecutive_error_limit`` failures in a row (4, like Argo Rollouts) the step fails as an
+infrastructure error. A query error is never a pass.
 """
 
 from __future__ import annotations
@@ -46,9 +58,6 @@ from mlserve.errors import NotFoundError, UsageError
 
 PLACEHOLDERS = ("target", "namespace", "window", "model")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 Direction = Literal["max", "min"]
 MetricVerdict = Literal["pass", "high", "low", "inconclusive", "fail", "skipped"]
@@ -56,10 +65,10 @@ AnalysisVerdict = Literal["pass", "marginal", "fail", "inconclusive"]
 
 
 def parse_duration(text: str) -> timedelta:
-    """A Prometheus duration (``15s``, ``1m30s``, ``500ms``) as a timedelta."""
-    if not _DURATION.match(text):
-        raise ValueError(f"not a Prometheus duration: {text!r} (use e.g. 15s, 1m, 1h30m, 500ms)")
-    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text)))
+    """A duration in the rollout grammar (:mod:`mlserve.rollout.durations`: ``15s``, ``1m30s``, ``1.5s``) as a timedelta."""
+    from mlserve.rollout.durations import seconds
+
+    return timedelta(seconds=seconds(text))
 
 
 def render_query(template: str, **values: str) -> str:
@@ -95,7 +104,8 @@ class MetricSpec(BaseModel):
     allowed_decrease_pct: float = Field(default=10.0, ge=0, description="A significant decrease smaller than this % of the stable median still passes.")
     tolerance: float = Field(default=0.0, ge=0, description="A significant shift up to this absolute amount still passes (for metrics whose stable median is ~0).")
     critical: bool = Field(default=False, description="A failure of this metric fails the whole analysis (score 0).")
-    min_points: int = Field(default=50, ge=1, description="Fewer finite points than this on a side: inconclusive (Kayenta uses 50).")
+    min_points: int = Field(default=10, ge=1, description="Fewer finite points than this on a side: inconclusive. Points are "
+                                                         "one per sample interval (the larger of step and window), so they are independent.")
 
     @field_validator("query")
     @classmethod
@@ -118,18 +128,37 @@ class AnalysisSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metrics: list[MetricSpec] = Field(min_length=1)
-    step: str = Field(default="15s", description="Resolution of the range queries (one point per step).")
+    step: str = Field(default="15s", description="Query resolution; points are taken every max(step, window), and "
+                                                 "failed queries retried every step.")
     window: str = Field(default="1m", description="Value of {window} in the templates, e.g. rate(x[{window}]).")
+    scrape_interval: str = Field(default="15s", description="Prometheus's scrape interval for these series: a new "
+                                                             "workload's first rate point needs one scrape more than the window.")
+    consecutive_error_limit: int = Field(default=4, ge=0, description="Failed queries in a row tolerated before the step fails.")
     pass_score: float = Field(default=95.0, ge=0, le=100)
     marginal_score: float = Field(default=75.0, ge=0, le=100)
     confidence: float = Field(default=0.95, gt=0, lt=1, description="Confidence of the shift's interval.")
 
-    @field_validator("step", "window")
+    @field_validator("step", "window", "scrape_interval")
     @classmethod
     def _duration(cls, value: str) -> str:
         if parse_duration(value) <= timedelta(0):
             raise ValueError("must be longer than zero")
         return value
+
+    def sample_interval(self) -> timedelta:
+        """One point per this much time: the rate windows of consecutive points do not overlap."""
+        return max(parse_duration(self.step), parse_duration(self.window))
+
+    def warmup(self) -> timedelta:
+        """How long after the traffic starts the first point's window lies wholly in it."""
+        return parse_duration(self.window) + parse_duration(self.scrape_interval)
+
+    def points_in(self, seconds: float) -> int:
+        """Points per metric and side that a range of ``seconds`` (from when its traffic started) gives."""
+        usable = seconds - self.warmup().total_seconds()
+        if usable < 0:
+            return 0
+        return int(usable // self.sample_interval().total_seconds() + 1e-9) + 1
 
     @model_validator(mode="after")
     def _consistent(self) -> "AnalysisSpec":
@@ -152,13 +181,13 @@ class AnalysisSpec(BaseModel):
         return self
 
     def min_range(self) -> timedelta:
-        """The shortest analysis range that can give every metric its ``min_points`` points.
+        """The shortest analysis range (from when the step's traffic started) that gives every metric its ``min_points``.
 
-        A rollout should refuse up front a pause shorter than this: the judge could only say
-        "inconclusive".
+        The warm-up (window + scrape interval) plus ``min_points - 1`` sample intervals. A rollout
+        refuses up front a pause shorter than this: the judge could only say "inconclusive".
         """
         most = max(m.min_points for m in self.metrics)
-        return parse_duration(self.step) * max(most - 1, 0)
+        return self.warmup() + self.sample_interval() * max(most - 1, 0)
 
 
 class _FieldError(ValueError):
@@ -254,6 +283,8 @@ DEFAULT_OPTIONS = (
     "pass_score",
     "marginal_score",
     "confidence",
+    "scrape_interval",
+    "consecutive_error_limit",
 )
 
 
@@ -266,7 +297,7 @@ def default_analysis(
     latency_histogram: str = "http_request_duration_seconds",
     min_success_rate: float = 0.99,
     max_p99_seconds: float = 0.5,
-    min_points: int = 50,
+    min_points: int = 10,
     critical: bool = True,
     **spec_overrides: Any,
 ) -> AnalysisSpec:
@@ -332,6 +363,9 @@ class AnalysisContext(BaseModel):
     # False when stable serves no traffic in the range (a 100 % step): comparisons are skipped,
     # thresholds still apply, and a comparison-only metric is reported as "skipped" (not scored).
     compare: bool = True
+    # True (a rollout step): the range starts when the step's traffic started, so the first
+    # window + scrape interval are skipped. False (``analyze``): the range is used as given.
+    warmup: bool = False
 
     @model_validator(mode="after")
     def _ordered(self) -> "AnalysisContext":
@@ -555,16 +589,22 @@ def judge(spec: AnalysisSpec, ctx: AnalysisContext, prometheus: RangeQuerier) ->
     :class:`~mlserve.errors.UsageError` propagate: an unreachable Prometheus is not a verdict.
     """
     warnings: list[str] = []
-    start, end = _aware(ctx.start), _aware(ctx.end)
-    span = end - start
-    step = parse_duration(spec.step)
-    possible = int(span / step) + 1
+    start, end = _aware(ctx.start) + (spec.warmup() if ctx.warmup else timedelta(0)), _aware(ctx.end)
+    sample = spec.sample_interval()
+    from mlserve.rollout.durations import prometheus_duration
+
+    step_param = prometheus_duration(sample.total_seconds())
+    span = max(end - start, timedelta(0))
+    possible = int(span / sample) + 1 if end >= start else 0
     needed = max(m.min_points for m in spec.metrics)
     if possible < needed:
         warnings.append(
-            f"the analysis range ({span.total_seconds():g}s at step {spec.step}) gives at most {possible} point(s) "
-            f"per side but a metric needs {needed}: lengthen the pause (>= {spec.min_range().total_seconds():g}s) or lower min_points"
+            f"the analysis range gives at most {possible} independent point(s) per side (one every "
+            f"{step_param} after a {spec.warmup().total_seconds():g}s warm-up) but a metric needs {needed}: "
+            f"lengthen the pause (>= {spec.min_range().total_seconds():g}s) or lower min_points"
         )
+    if end <= start:
+        start = end - sample  # nothing usable: still ask, so that "no data" is what the result says
     results: list[MetricResult] = []
     for metric in spec.metrics:
         if metric.compare and not ctx.compare:
@@ -578,7 +618,7 @@ def judge(spec: AnalysisSpec, ctx: AnalysisContext, prometheus: RangeQuerier) ->
                 metric.query,
                 target=ctx.canary if side == "canary" else ctx.stable,
                 namespace=ctx.namespace,
-                window=spec.window,
+                window=prometheus_duration(parse_duration(spec.window).total_seconds()),
                 model=ctx.model,
             )
             for side in sides
@@ -586,7 +626,7 @@ def judge(spec: AnalysisSpec, ctx: AnalysisContext, prometheus: RangeQuerier) ->
         values: dict[str, list[float]] = {"canary": [], "stable": []}
         dropped = 0
         for side, promql in queries.items():
-            points = prometheus.query_range(promql, start, end, spec.step)
+            points = prometheus.query_range(promql, start, end, step_param)
             finite = [v for _, v in points if math.isfinite(v)]
             dropped += len(points) - len(finite)
             values[side] = finite

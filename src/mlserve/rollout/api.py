@@ -76,18 +76,23 @@ def load_spec(analysis: Path | None) -> Any:
 
 
 def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float | None = None,
-                     spec: Any = None) -> Judge:
+                     spec: Any = None, sleep: Any = None) -> Judge:
     """The Prometheus judge of :mod:`mlserve.rollout.analysis`, as the engine's callable.
 
-    A ``pause`` too short to give every metric its ``min_points`` is refused up front: such a
-    rollout could only ever end "inconclusive".
+    A ``pause`` too short to give every metric its ``min_points`` independent points is refused up
+    front: such a rollout could only ever end "inconclusive".
 
     Comparisons need traffic on both sides: they are off at a 100% step (stable serves nothing)
     and for blue-green (stable's traffic is not comparable with a preview's). Where that leaves no
     metric with a threshold, the step is not judged ("skipped") instead of ending "inconclusive".
+
+    A failing query (Prometheus unreachable or answering 5xx) is retried every ``step``; after more
+    than ``consecutive_error_limit`` failures in a row the error stands (exit 12, reverted).
     """
-    from mlserve.errors import UsageError
-    from mlserve.rollout.analysis import AnalysisContext, judge
+    import time
+
+    from mlserve.errors import InfrastructureError, UsageError
+    from mlserve.rollout.analysis import AnalysisContext, judge, parse_duration
     from mlserve.rollout.prometheus import PrometheusClient
 
     spec = spec if spec is not None else load_spec(analysis)
@@ -95,26 +100,53 @@ def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float
     needed = spec.min_range().total_seconds()
     if pause is not None and pause < needed:
         raise UsageError(f"--pause {pause:g}s is too short for the analysis: it needs at least {needed:g}s "
-                         f"to collect min_points at step {spec.step}",
+                         f"({spec.warmup().total_seconds():g}s warm-up, then one point every "
+                         f"{spec.sample_interval().total_seconds():g}s up to min_points)",
                          hint="lengthen --pause, lower min_points in the analysis file, or use --no-analysis")
     client = PrometheusClient(prometheus_url)
+    pause_between = parse_duration(spec.step).total_seconds()
+    wait = sleep or time.sleep
 
     def run(window: JudgeWindow) -> Any:
-        # at a 100% step stable serves nothing, so only thresholds can judge it
-        compare = window.strategy == "canary" and window.weight < 100
+        # at a 100% step stable serves nothing (and blue-green's live colour is not comparable): thresholds only
+        compare = window.compare
         if not compare and not has_threshold:
             return SkippedVerdict(STABLE_IDLE if window.strategy == "canary" else
                                   "the analysis has no threshold metric and blue-green cannot compare")
         ctx = AnalysisContext(canary=window.canary, stable=window.stable, namespace=window.namespace,
-                              model=window.model, start=window.start, end=window.end, compare=compare)
-        return judge(spec, ctx, client)
+                              model=window.model, start=window.start, end=window.end, compare=compare, warmup=True)
+        failures = 0
+        while True:
+            try:
+                result = judge(spec, ctx, client)
+            except InfrastructureError as exc:
+                failures += 1
+                if failures > spec.consecutive_error_limit:
+                    raise InfrastructureError(f"{exc.message} ({failures} failed queries in a row, more than "
+                                              f"consecutive_error_limit {spec.consecutive_error_limit})", hint=exc.hint) from None
+                wait(pause_between)
+                continue
+            if failures:
+                result.warnings.append(f"{failures} query error(s) before this verdict (consecutive_error_limit "
+                                       f"{spec.consecutive_error_limit})")
+            return result
 
     return run
 
 
+def points_per_step(cfg: RolloutConfig, spec: Any) -> int | None:
+    """What the judge will have per metric and side after one pause (for ``plan``)."""
+    if spec is None or cfg.pause is None:
+        return None
+    return spec.points_in(cfg.pause)
+
+
 def _engine(target: Target, *, judge: Judge | None = None, progress: Progress = NULL_PROGRESS,
-            interrupt: Interrupt | None = None, registry: bool = True, write: bool = True) -> RolloutEngine:
+            interrupt: Interrupt | None = None, registry: bool = True, write: bool = True,
+            retry_budget: float | None = None) -> RolloutEngine:
     store = open_store(target, write=write)
+    if retry_budget is not None and hasattr(store, "retry_budget"):
+        store.retry_budget = retry_budget
     return RolloutEngine(store, judge=judge, registry=open_registry(target) if registry else None,
                          interrupt=interrupt, progress=progress)
 
@@ -130,8 +162,9 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
     ever say "inconclusive". The planned pauses (and ``--keep``) must fit in ``--timeout``.
     """
     from mlserve.errors import UsageError
-    from mlserve.rollout.engine import DEFAULT_SLACK, check_budget, planned_wait
+    from mlserve.rollout.settings import DEFAULT_SLACK, check_budget, planned_wait, validate
 
+    validate(cfg)
     judge = None
     spec = None
     if cfg.strategy == "blue-green" and not no_analysis and analysis is None:
@@ -143,20 +176,34 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
             raise UsageError(f"the analysis {analysis} has no threshold metric: blue-green judges the idle colour "
                              "against thresholds only (stable's traffic is not comparable)",
                              hint="add a threshold to a metric, or use --no-analysis")
-    if cfg.pause is None:
+    if cfg.pause is None:  # what the analysis needs to judge a step: warm-up plus min_points sample intervals
         cfg.pause = spec.min_range().total_seconds() if spec is not None else 0.0
     if cfg.timeout is None:
         cfg.timeout = planned_wait(cfg) + DEFAULT_SLACK
     check_budget(cfg)
     if spec is not None:
         judge = prometheus_judge(analysis, prometheus_url, pause=cfg.pause, spec=spec)  # type: ignore[arg-type]
-    return _engine(target, judge=judge, progress=progress, interrupt=interrupt).run(cfg)
+    # transient API errors are retried for up to half the Lease duration: the heartbeat survives them
+    return _engine(target, judge=judge, progress=progress, interrupt=interrupt,
+                   retry_budget=max(1.0, cfg.lease_seconds / 2)).run(cfg)
 
 
-def plan_rollout(cfg: RolloutConfig, target: Target) -> PlanResult:
-    if cfg.pause is None:  # what a run with the default analysis would pause
-        cfg.pause = load_spec(None).min_range().total_seconds() if cfg.strategy == "canary" else 0.0
-    result = _engine(target, write=False).plan(cfg)
+def plan_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = None, no_analysis: bool = False) -> PlanResult:
+    """What a run with the same options would do; says how many points the judge gets per step."""
+    from mlserve.rollout.settings import validate
+
+    validate(cfg)
+    spec = None
+    if not no_analysis and target.manifests is None and (cfg.strategy == "canary" or analysis is not None):
+        spec = load_spec(analysis)
+    if cfg.pause is None:  # what a run with this analysis would pause
+        cfg.pause = spec.min_range().total_seconds() if spec is not None else 0.0
+    result = _engine(target, write=False).plan(cfg, points_per_step=points_per_step(cfg, spec))
+    if spec is not None and result.points_per_step is not None:
+        need = max(m.min_points for m in spec.metrics)
+        if result.points_per_step < need:
+            result.warnings.append(f"--pause {cfg.pause:g}s gives {result.points_per_step} point(s) per metric and step; "
+                                   f"the analysis needs {need}: every step would be inconclusive")
     if target.manifests is not None:
         result.diff = _manifest_diff(result, target)
     return result
@@ -183,13 +230,14 @@ def rollout_status(name: str, target: Target, *, wait: bool = False, timeout: fl
     return _engine(target, registry=False).status(name, target.namespace, wait=wait, timeout=timeout)
 
 
-def abort_rollout(name: str, target: Target, *, reason: str | None = None, dry_run: bool = False) -> AbortResult:
-    return _engine(target).abort(name, target.namespace, reason=reason, dry_run=dry_run)
+def abort_rollout(name: str, target: Target, *, reason: str | None = None, dry_run: bool = False,
+                  revert_timeout: float = 60.0) -> AbortResult:
+    return _engine(target).abort(name, target.namespace, reason=reason, dry_run=dry_run, revert_timeout=revert_timeout)
 
 
 def promote_rollout(name: str, target: Target, *, full: bool = False) -> CommandResult:
     return _engine(target, registry=False).promote(name, target.namespace, full=full)
 
 
-def undo_rollout(name: str, target: Target, *, dry_run: bool = False) -> AbortResult:
-    return _engine(target).undo(name, target.namespace, dry_run=dry_run)
+def undo_rollout(name: str, target: Target, *, dry_run: bool = False, revert_timeout: float = 60.0) -> AbortResult:
+    return _engine(target).undo(name, target.namespace, dry_run=dry_run, revert_timeout=revert_timeout)

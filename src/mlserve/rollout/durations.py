@@ -1,4 +1,11 @@
-"""Parsing of the human inputs of a rollout: durations (``0.1s``, ``2m``, ``1h30m``) and step lists."""
+"""The one duration grammar of mlserve rollout (options and analysis files), and step lists.
+
+A duration is a number of seconds (``90``, ``0.5``) or numbers with units, largest first or in any
+order: ``0.1s``, ``500ms``, ``2m``, ``1h30m``, ``1.5s``, ``1w``. Units: ``ms``, ``s``, ``m``, ``h``,
+``d``, ``w``, ``y`` (365 days, as in Prometheus). Negative values are refused. PromQL needs integer
+units inside ``[...]``: :func:`prometheus_duration` writes a duration the way Prometheus reads it
+(``1.5s`` becomes ``1500ms``).
+"""
 
 from __future__ import annotations
 
@@ -6,35 +13,63 @@ import re
 
 from mlserve.errors import UsageError
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+EXAMPLES = "use e.g. 30s, 0.1s, 500ms, 2m, 1h30m"
 
 
-def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
-    """Seconds in ``text``: ``90`` (seconds), ``0.1s``, ``500ms``, ``2m``, ``1h30m``. Negative is refused."""
+def seconds(text: str | float | int) -> float:
+    """Seconds in ``text``; ``ValueError`` (with the accepted forms) if it is not a duration."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r} ({EXAMPLES})")
     if isinstance(text, (int, float)):
-        seconds = float(text)
+        value = float(text)
     else:
         raw = text.strip().lower()
         if re.fullmatch(r"\d+(?:\.\d+)?", raw):
-            seconds = float(raw)
+            value = float(raw)
         elif raw and _PART.sub("", raw) == "":
-            seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(raw))
+            value = sum(float(n) * _UNITS[u] for n, u in _PART.findall(raw))
         else:
-            raise UsageError(f"bad {what} {text!r}: use e.g. 30s, 0.1s, 500ms, 2m, 1h30m")
-    if seconds < 0:
-        raise UsageError(f"bad {what} {text!r}: it cannot be negative")
-    return seconds
+            raise ValueError(f"not a duration: {text!r} ({EXAMPLES})")
+    if value < 0:
+        raise ValueError(f"a duration cannot be negative: {text!r}")
+    return value
 
 
-def format_duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    if seconds < 120:
-        return f"{seconds:g}s"
-    if seconds < 7200:
-        return f"{seconds / 60:g}m"
-    return f"{seconds / 3600:g}h"
+def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
+    """Seconds in ``text`` for an option named ``what``; a :class:`UsageError` naming it otherwise."""
+    try:
+        return seconds(text)
+    except ValueError:
+        try:
+            negative = not isinstance(text, str) and float(text) < 0
+        except (TypeError, ValueError):
+            negative = False
+        if negative or (isinstance(text, str) and text.strip().startswith("-")):
+            raise UsageError(f"bad {what} {text!r}: it cannot be negative") from None
+        raise UsageError(f"bad {what} {text!r}: {EXAMPLES}") from None
+
+
+def prometheus_duration(value: float) -> str:
+    """``value`` seconds as a Prometheus duration (integer units): 60 -> 1m, 1.5 -> 1500ms, 90 -> 90s."""
+    millis = round(value * 1000)
+    if millis <= 0:
+        return "0s"
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
+
+
+def format_duration(seconds_: float) -> str:
+    if seconds_ < 1:
+        return f"{seconds_ * 1000:g}ms"
+    if seconds_ < 120:
+        return f"{seconds_:g}s"
+    if seconds_ < 7200:
+        return f"{seconds_ / 60:g}m"
+    return f"{seconds_ / 3600:g}h"
 
 
 def parse_steps(text: str | list[int]) -> list[int]:

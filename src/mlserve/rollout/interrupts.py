@@ -14,7 +14,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from mlserve.rollout.engine import Interrupt
+from mlserve.rollout.world import Interrupt
 
 
 @contextmanager

@@ -1,8 +1,18 @@
-"""Guarded RFC 6902 operations: every change is preceded by a ``test`` of what it replaces.
+"""RFC 6902 operations, and the guard that makes a patch apply only to the object it was computed from.
 
-A patch computed from an object read at resourceVersion N also tests ``/metadata/resourceVersion``
-(when the object has one), so it applies only to exactly the object it was computed from: the API
-server answers 409/422 otherwise and the caller reads again and recomputes.
+:func:`set_ops`, :func:`remove_ops` and :func:`restore_ops` compute plain changes. :func:`guarded`
+puts the guard in front before a patch is sent:
+
+* an object from the API server has a ``resourceVersion``: the guard is one ``test`` of
+  ``/metadata/resourceVersion``, which is what optimistic concurrency is for. The API server applies
+  JSON patches with evanphx/json-patch over Go's encoding/json, whose ``test`` compares raw JSON
+  bytes: a string holding ``<``, ``>``, ``&`` or any non-ASCII character is stored as ``\u003c``
+  (or raw UTF-8) but sent by the Python client as ``<`` (or ``\u00e9``), so a value ``test`` on
+  free-form text (a rollout state, an env list with ``DB_URL=...&...``) fails on every real
+  cluster. Values are therefore never tested there;
+* an object with no ``resourceVersion`` (a manifest file) gets a value ``test`` of every path the
+  patch replaces or removes; those patches are applied by mlserve's own JSON-patch code, never by
+  an API server.
 """
 
 from __future__ import annotations
@@ -43,7 +53,22 @@ def exists(obj: Any, path: str) -> bool:
 
 def version_guard(obj: dict[str, Any]) -> list[Op]:
     rv = (obj.get("metadata") or {}).get("resourceVersion")
-    return [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}] if rv else []
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": str(rv)}] if rv else []
+
+
+def guarded(obj: dict[str, Any], ops: list[Op]) -> list[Op]:
+    """``ops`` behind the guard that fits ``obj``: its resourceVersion, else the values they replace."""
+    changes = changes_only(ops)
+    guard = version_guard(obj)
+    if guard:
+        return guard + changes
+    tests: list[Op] = []
+    for op in changes:
+        if op["op"] in ("replace", "remove"):
+            current = get_at(obj, op["path"])
+            if not is_absent(current):
+                tests.append({"op": "test", "path": op["path"], "value": copy.deepcopy(current)})
+    return tests + changes
 
 
 def set_ops(obj: dict[str, Any], path: str, value: Any) -> list[Op]:
@@ -52,8 +77,7 @@ def set_ops(obj: dict[str, Any], path: str, value: Any) -> list[Op]:
     if not is_absent(current):
         if json_equal(current, value):
             return []
-        return [{"op": "test", "path": path, "value": copy.deepcopy(current)},
-                {"op": "replace", "path": path, "value": copy.deepcopy(value)}]
+        return [{"op": "replace", "path": path, "value": copy.deepcopy(value)}]
     tokens = parse_pointer(path)
     # Climb to the deepest ancestor that exists and add the missing part as one nested value.
     nested: Any = copy.deepcopy(value)
@@ -70,7 +94,7 @@ def remove_ops(obj: dict[str, Any], path: str) -> list[Op]:
     current = get_at(obj, path)
     if is_absent(current):
         return []
-    return [{"op": "test", "path": path, "value": copy.deepcopy(current)}, {"op": "remove", "path": path}]
+    return [{"op": "remove", "path": path}]
 
 
 def restore_ops(obj: dict[str, Any], path: str, present: bool, value: Any) -> list[Op]:

@@ -12,6 +12,16 @@ is refused), reads the weight back, and reports problems a controller recorded o
   ``canary-weight: "w"`` (created from the stable Ingress when missing).
 * :class:`IstioRouter`: ``VirtualService`` ``spec.http[].route[].weight``, summing to 100.
 * :class:`SelectorRouter`: blue-green, the Service ``spec.selector[key]`` switches colour at once.
+
+With ``--baseline`` the split routers know a third Service, the baseline (a fresh copy of stable
+started with the canary): stable ``100 - 2w``, baseline ``w``, canary ``w``. With
+``--canary-header``/``--canary-cookie`` requests that carry the header (or cookie) reach the canary
+whatever the weights say: Gateway API gets one more rule (its header match makes it win over the
+plain rule, by the Gateway API's precedence), ingress-nginx gets ``canary-by-header`` /
+``canary-by-cookie`` on the canary Ingress.
+
+The operations are plain changes; the caller puts the resourceVersion guard in front
+(:func:`mlserve.rollout.ops.guarded`).
 """
 
 from __future__ import annotations
@@ -25,17 +35,20 @@ from mlserve.rollout.ops import Op, get_at, pointer, set_ops
 
 NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
 NGINX_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
+NGINX_HEADER = "nginx.ingress.kubernetes.io/canary-by-header"
+NGINX_HEADER_VALUE = "nginx.ingress.kubernetes.io/canary-by-header-value"
+NGINX_COOKIE = "nginx.ingress.kubernetes.io/canary-by-cookie"
 
 ROUTERS = ("gateway", "nginx", "istio")
 
 
 def _clean_copy(obj: dict[str, Any], name: str) -> dict[str, Any]:
-    """A copy of ``obj`` fit for creating a sibling called ``name`` (server-set fields dropped)."""
+    """A copy of ``obj`` fit for creating a sibling called ``name`` (server-set fields dropped, no empty namespace)."""
     meta = obj.get("metadata", {})
     new = {
         "apiVersion": obj.get("apiVersion"),
         "kind": obj.get("kind"),
-        "metadata": {"name": name, "namespace": meta.get("namespace")},
+        "metadata": {"name": name, **({"namespace": meta["namespace"]} if meta.get("namespace") else {})},
         "spec": copy.deepcopy(obj.get("spec", {})),
     }
     if meta.get("labels"):
@@ -57,11 +70,16 @@ class Router:
     def snapshot_paths(self, obj: dict[str, Any]) -> list[str]:
         raise NotImplementedError
 
-    def weight_ops(self, obj: dict[str, Any], weight: int) -> list[Op]:
+    def weight_ops(self, obj: dict[str, Any], weight: int, baseline: int = 0) -> list[Op]:
+        """Operations that give the canary ``weight`` percent (and the baseline ``baseline`` percent)."""
         raise NotImplementedError
 
     def weight(self, obj: dict[str, Any]) -> int | None:
         raise NotImplementedError
+
+    def header_ops(self, obj: dict[str, Any], route: Any) -> list[Op]:
+        """Operations that send ``route``'s requests (a :class:`~mlserve.rollout.settings.HeaderRoute`) to the canary; None removes it."""
+        raise UsageError(f"routing by header or cookie is not supported by the {self.label} router")
 
     def problems(self, obj: dict[str, Any]) -> tuple[list[str], list[str]]:
         """(errors, warnings) recorded on the object by its controller after a change."""
@@ -71,41 +89,72 @@ class Router:
 class _SplitRouter(Router):
     """A router whose object lists weighted destinations: spec.<rules>[i].<entries>[j].weight.
 
-    Subclasses say where the lists are (``_lists``), which entries are stable and canary
-    (``_splits``) and how to make a canary entry from the stable one (``_new_entry``).
+    Subclasses say where the lists are (``_lists``), which entries are stable, canary and baseline
+    (``_splits``) and how to make a canary or baseline entry from the stable one (``_new_entry``).
     """
 
     _lists: ClassVar[tuple[str, str]] = ("rules", "backendRefs")
+    baseline_service: str | None = None
 
-    def _splits(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None]]:
+    def _splits(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None, int | None]]:
         raise NotImplementedError
 
-    def _new_entry(self, stable_entry: dict[str, Any], weight: int) -> dict[str, Any]:
+    def _new_entry(self, stable_entry: dict[str, Any], service: str, weight: int) -> dict[str, Any]:
         raise NotImplementedError
 
     def _path(self, i: int, *rest: Any) -> str:
         return pointer("spec", self._lists[0], i, self._lists[1], *rest)
 
     def snapshot_paths(self, obj: dict[str, Any]) -> list[str]:
-        # The two weights, or the slot a new canary entry will be appended at (absent now):
-        # a revert then touches only those, and a GitOps file keeps its comments.
+        # The weights, or the slots new canary/baseline entries will be appended at (absent now):
+        # a revert then touches only those (newest first), and a GitOps file keeps its comments.
         paths = []
-        for i, s, c in self._splits(obj):
+        for i, s, c, b in self._splits(obj):
             entries = obj["spec"][self._lists[0]][i][self._lists[1]]
+            slot = len(entries)
             paths.append(self._path(i, s, "weight"))
-            paths.append(self._path(i, c, "weight") if c is not None else self._path(i, len(entries)))
+            if c is not None:
+                paths.append(self._path(i, c, "weight"))
+            else:
+                paths.append(self._path(i, slot))
+                slot += 1
+            if self.baseline_service:
+                paths.append(self._path(i, b, "weight") if b is not None else self._path(i, slot))
         return paths
 
-    def weight_ops(self, obj: dict[str, Any], weight: int) -> list[Op]:
+    def weight_ops(self, obj: dict[str, Any], weight: int, baseline: int = 0) -> list[Op]:
         ops: list[Op] = []
-        for i, s, c in self._splits(obj):
+        for i, s, c, b in self._splits(obj):
             entries = obj["spec"][self._lists[0]][i][self._lists[1]]
-            ops += set_ops(obj, self._path(i, s, "weight"), 100 - weight)
+            ops += set_ops(obj, self._path(i, s, "weight"), 100 - weight - baseline)
             if c is not None:
                 ops += set_ops(obj, self._path(i, c, "weight"), weight)
             elif weight > 0:
-                ops.append({"op": "add", "path": self._path(i, "-"), "value": self._new_entry(entries[s], weight)})
+                ops.append({"op": "add", "path": self._path(i, "-"), "value": self._new_entry(entries[s], self.canary_service, weight)})
+            if b is not None:
+                ops += set_ops(obj, self._path(i, b, "weight"), baseline)
+            elif baseline > 0 and self.baseline_service:
+                if c is None and weight == 0:
+                    # keep the canary's slot before the baseline's, as the snapshot recorded them
+                    ops.append({"op": "add", "path": self._path(i, "-"), "value": self._new_entry(entries[s], self.canary_service, 0)})
+                ops.append({"op": "add", "path": self._path(i, "-"),
+                            "value": self._new_entry(entries[s], self.baseline_service, baseline)})
         return ops
+
+    def shares(self, obj: dict[str, Any]) -> dict[str, int]:
+        """Percent of the first split's traffic per role: stable, canary, baseline."""
+        i, s, c, b = self._splits(obj)[0]
+        entries = obj["spec"][self._lists[0]][i][self._lists[1]]
+        raw = {"stable": int(entries[s].get("weight", self._default_weight)),
+               "canary": int(entries[c].get("weight", self._default_weight)) if c is not None else 0,
+               "baseline": int(entries[b].get("weight", self._default_weight)) if b is not None else 0}
+        total = sum(raw.values())
+        return {k: round(100 * v / total) if total else 0 for k, v in raw.items()}
+
+    _default_weight: ClassVar[int] = 1
+
+    def weight(self, obj: dict[str, Any]) -> int | None:
+        return self.shares(obj)["canary"]
 
 
 @dataclass
@@ -113,19 +162,25 @@ class GatewayRouter(_SplitRouter):
     name: str
     stable_service: str
     canary_service: str
+    baseline_service: str | None = None
     kind: str = "HTTPRoute"
     label: str = "gateway"
 
-    def _rules(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None]]:
-        """(rule index, stable ref index, canary ref index or None) for each rule that serves stable."""
+    def _is(self, ref: dict[str, Any], service: str | None) -> bool:
+        return service is not None and ref.get("name") == service and ref.get("kind", "Service") == "Service" \
+            and ref.get("group", "") in ("", "core")
+
+    def _rules(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None, int | None]]:
+        """(rule index, stable ref, canary ref or None, baseline ref or None) for each rule that serves stable."""
         found = []
         for i, rule in enumerate(obj.get("spec", {}).get("rules") or []):
             refs = rule.get("backendRefs") or []
-            stable = [j for j, r in enumerate(refs) if r.get("name") == self.stable_service and r.get("kind", "Service") == "Service"]
-            canary = [j for j, r in enumerate(refs) if r.get("name") == self.canary_service and r.get("kind", "Service") == "Service"]
+            stable = [j for j, r in enumerate(refs) if self._is(r, self.stable_service)]
+            canary = [j for j, r in enumerate(refs) if self._is(r, self.canary_service)]
+            baseline = [j for j, r in enumerate(refs) if self._is(r, self.baseline_service)]
             if not stable:
                 continue
-            others = set(range(len(refs))) - {stable[0]} - set(canary[:1])
+            others = set(range(len(refs))) - {stable[0]} - set(canary[:1]) - set(baseline[:1])
             if others:
                 names = ", ".join(sorted({str(refs[j].get("name", "?")) for j in others}))
                 raise UsageError(
@@ -133,29 +188,46 @@ class GatewayRouter(_SplitRouter):
                     "mlserve only manages a two-way split",
                     hint=f"move the other backends to their own rule, or point --route at a route whose rule has only {self.stable_service}",
                 )
-            found.append((i, stable[0], canary[0] if canary else None))
+            found.append((i, stable[0], canary[0] if canary else None, baseline[0] if baseline else None))
         if not found:
             raise UsageError(
                 f"HTTPRoute {self.name} has no rule with a backendRef to Service {self.stable_service}",
-                hint="point --route at the route serving the stable Service, or set --stable-service",
+                hint="point --route at the route serving the stable Service, or set --service",
             )
         return found
 
-    def _splits(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None]]:
+    def _splits(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None, int | None]]:
         return self._rules(obj)
 
-    def _new_entry(self, stable_entry: dict[str, Any], weight: int) -> dict[str, Any]:
+    def _new_entry(self, stable_entry: dict[str, Any], service: str, weight: int) -> dict[str, Any]:
         ref = {k: v for k, v in stable_entry.items() if k != "weight"}
-        ref.update(name=self.canary_service, weight=weight)
+        ref.update(name=service, weight=weight)
         return ref
 
-    def weight(self, obj: dict[str, Any]) -> int | None:
-        i, s, c = self._rules(obj)[0]
-        refs = obj["spec"]["rules"][i]["backendRefs"]
-        canary = int(refs[c].get("weight", 1)) if c is not None else 0
-        stable = int(refs[s].get("weight", 1))
-        total = canary + stable
-        return round(100 * canary / total) if total else None
+    def _header_rule_index(self, obj: dict[str, Any]) -> int | None:
+        for i, rule in enumerate(obj.get("spec", {}).get("rules") or []):
+            refs = rule.get("backendRefs") or []
+            if refs and all(self._is(r, self.canary_service) for r in refs) and any(m.get("headers") for m in rule.get("matches") or []):
+                return i
+        return None
+
+    def header_slot(self, obj: dict[str, Any]) -> str:
+        """Where the header rule goes (for the revert snapshot): after the last rule."""
+        return pointer("spec", "rules", len(obj.get("spec", {}).get("rules") or []))
+
+    def header_ops(self, obj: dict[str, Any], route: Any) -> list[Op]:
+        existing = self._header_rule_index(obj)
+        if route is None:
+            return [] if existing is None else [{"op": "remove", "path": pointer("spec", "rules", existing)}]
+        if existing is not None:
+            return []
+        i, s, _, _ = self._rules(obj)[0]
+        rule = obj["spec"]["rules"][i]
+        matches = copy.deepcopy(rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}])
+        for match in matches:
+            match["headers"] = list(match.get("headers") or []) + [{"type": "Exact", "name": route.header, "value": route.value}]
+        ref = self._new_entry(rule["backendRefs"][s], self.canary_service, 1)
+        return [{"op": "add", "path": pointer("spec", "rules", "-"), "value": {"matches": matches, "backendRefs": [ref]}}]
 
     def problems(self, obj: dict[str, Any]) -> tuple[list[str], list[str]]:
         errors: list[str] = []
@@ -211,11 +283,24 @@ class NginxRouter(Router):
         return new
 
     def snapshot_paths(self, obj: dict[str, Any]) -> list[str]:
-        return [pointer("metadata", "annotations", NGINX_CANARY), pointer("metadata", "annotations", NGINX_WEIGHT)]
+        return [pointer("metadata", "annotations", key) for key in (NGINX_CANARY, NGINX_WEIGHT, NGINX_HEADER,
+                                                                     NGINX_HEADER_VALUE, NGINX_COOKIE)]
 
-    def weight_ops(self, obj: dict[str, Any], weight: int) -> list[Op]:
+    def weight_ops(self, obj: dict[str, Any], weight: int, baseline: int = 0) -> list[Op]:
+        if baseline:
+            raise UsageError("ingress-nginx has one canary per Ingress: no baseline")
         return (set_ops(obj, pointer("metadata", "annotations", NGINX_CANARY), "true")
                 + set_ops(obj, pointer("metadata", "annotations", NGINX_WEIGHT), str(weight)))
+
+    def header_ops(self, obj: dict[str, Any], route: Any) -> list[Op]:
+        from mlserve.rollout.ops import remove_ops
+
+        at = lambda key: pointer("metadata", "annotations", key)  # noqa: E731
+        if route is None:
+            return remove_ops(obj, at(NGINX_HEADER)) + remove_ops(obj, at(NGINX_HEADER_VALUE)) + remove_ops(obj, at(NGINX_COOKIE))
+        if route.cookie:
+            return set_ops(obj, at(NGINX_COOKIE), route.cookie)
+        return set_ops(obj, at(NGINX_HEADER), route.header) + set_ops(obj, at(NGINX_HEADER_VALUE), route.value)
 
     def weight(self, obj: dict[str, Any]) -> int | None:
         annotations = obj.get("metadata", {}).get("annotations") or {}
@@ -243,49 +328,54 @@ def _rename_backend(node: Any, old: str, new: str) -> None:
 @dataclass
 class IstioRouter(_SplitRouter):
     _lists: ClassVar[tuple[str, str]] = ("http", "route")
+    _default_weight: ClassVar[int] = 0
     name: str
     stable_service: str
     canary_service: str
+    baseline_service: str | None = None
     kind: str = "VirtualService"
     label: str = "istio"
 
-    def _is(self, host: str, service: str) -> bool:
-        return host == service or host.startswith(service + ".")
+    def _is(self, host: str, service: str | None) -> bool:
+        return service is not None and (host == service or host.startswith(service + "."))
 
-    def _routes(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None]]:
+    def _routes(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None, int | None]]:
         found = []
         for i, http in enumerate(obj.get("spec", {}).get("http") or []):
             routes = http.get("route") or []
             hosts = [r.get("destination", {}).get("host", "") for r in routes]
             stable = [j for j, h in enumerate(hosts) if self._is(h, self.stable_service)]
             canary = [j for j, h in enumerate(hosts) if self._is(h, self.canary_service)]
+            baseline = [j for j, h in enumerate(hosts) if self._is(h, self.baseline_service)]
             if not stable:
                 continue
-            others = set(range(len(routes))) - {stable[0]} - set(canary[:1])
+            others = set(range(len(routes))) - {stable[0]} - set(canary[:1]) - set(baseline[:1])
             if others:
                 raise UsageError(f"VirtualService {self.name} http[{i}] routes to hosts other than stable and canary; "
                                  "mlserve only manages a two-way split")
-            found.append((i, stable[0], canary[0] if canary else None))
+            found.append((i, stable[0], canary[0] if canary else None, baseline[0] if baseline else None))
         if not found:
             raise UsageError(f"VirtualService {self.name} has no http route to {self.stable_service}")
         return found
 
-    def _splits(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None]]:
+    def _splits(self, obj: dict[str, Any]) -> list[tuple[int, int, int | None, int | None]]:
         return self._routes(obj)
 
-    def _new_entry(self, stable_entry: dict[str, Any], weight: int) -> dict[str, Any]:
+    def _new_entry(self, stable_entry: dict[str, Any], service: str, weight: int) -> dict[str, Any]:
         entry = copy.deepcopy(stable_entry)
         host = entry["destination"]["host"]
-        entry["destination"]["host"] = self.canary_service + host[len(self.stable_service):]
+        entry["destination"]["host"] = service + host[len(self.stable_service):]
         entry["weight"] = weight
         return entry
 
-    def weight(self, obj: dict[str, Any]) -> int | None:
-        i, s, c = self._routes(obj)[0]
+    def shares(self, obj: dict[str, Any]) -> dict[str, int]:
+        i, s, c, b = self._routes(obj)[0]
         routes = obj["spec"]["http"][i]["route"]
-        if c is None:
-            return 0
-        return int(routes[c].get("weight", 0))
+        if len(routes) == 1:
+            return {"stable": 100, "canary": 0, "baseline": 0}
+        return {"stable": int(routes[s].get("weight", 0)),
+                "canary": int(routes[c].get("weight", 0)) if c is not None else 0,
+                "baseline": int(routes[b].get("weight", 0)) if b is not None else 0}
 
 
 @dataclass
@@ -302,7 +392,7 @@ class SelectorRouter(Router):
     def snapshot_paths(self, obj: dict[str, Any]) -> list[str]:
         return [pointer("spec", "selector", self.key)]
 
-    def weight_ops(self, obj: dict[str, Any], weight: int) -> list[Op]:
+    def weight_ops(self, obj: dict[str, Any], weight: int, baseline: int = 0) -> list[Op]:
         return set_ops(obj, pointer("spec", "selector", self.key), self.new_value if weight >= 100 else self.old_value)
 
     def weight(self, obj: dict[str, Any]) -> int | None:

@@ -14,7 +14,12 @@ Creating the Lease is the lock: the API server answers 409 to a second create. A
 rollout has finished (succeeded, aborted, rolled back...) is taken over by the next rollout with a
 resourceVersion-guarded patch. Every write is guarded the same way, so two writers can never both
 win; the loser reads again and decides anew (that is how an ``abort`` from another job reaches a
-running pipeline).
+running pipeline). :func:`update_state` is that loop, the one every writer uses.
+
+The state must fit in an annotation (the API server refuses more than 256 KiB of annotations per
+object): past :data:`STATE_BUDGET` bytes the copy written to the Lease drops the analysis details of
+all but the last step and then the oldest events, and says so in an event
+(:func:`compact_for_lease`).
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mlserve.errors import ConflictError, IntegrityError
-from mlserve.rollout.ops import pointer, set_ops, version_guard
+from mlserve.errors import ConflictError, IntegrityError, NotFoundError
+from mlserve.rollout.ops import guarded, pointer, set_ops
 
 STATE_ANNOTATION = "rollout.mlserve.dev/state"
 MODEL_LABEL = "rollout.mlserve.dev/model"
@@ -140,11 +145,16 @@ class RolloutState(BaseModel):
     lease_seconds: float
     command: Literal["promote", "promote-full", "abort"] | None = None
     command_id: str | None = None  # who sent it and when: a command is acted on once
-    stable: str  # stable Deployment (blue-green: the live colour)
-    canary: str  # canary Deployment (blue-green: the idle colour, which gets the new version)
+    # The Deployment serving the old version and the one getting the new version. Blue-green:
+    # the live colour and the idle colour (see live_deployment / idle_deployment).
+    stable: str
+    canary: str
     traffic_object: str  # kind/name of the object holding the traffic split
     stable_service: str = ""
     canary_service: str = ""
+    baseline: str = ""  # --baseline: the Deployment the canary is compared with ("" without one)
+    baseline_service: str = ""
+    header_route: dict[str, str] | None = None  # --canary-header/--canary-cookie, as given
     reverted: bool = False
     promoted_in_registry: bool = False
     keep_until: datetime | None = None
@@ -155,6 +165,49 @@ class RolloutState(BaseModel):
 
     def event(self, message: str, at: datetime | None = None) -> None:
         self.events.append(Event(at=at or utcnow(), message=message))
+
+    @property
+    def live_deployment(self) -> str:
+        """Blue-green: the colour serving traffic when the rollout started."""
+        return self.stable
+
+    @property
+    def idle_deployment(self) -> str:
+        """Blue-green: the colour that gets the new version and, after the switch, the traffic."""
+        return self.canary
+
+
+STATE_BUDGET = 200 * 1024  # bytes of state JSON in the annotation; the server's limit for all annotations is 256 KiB
+_KEEP_EVENTS = 50
+
+
+def compact_for_lease(state: RolloutState, budget: int = STATE_BUDGET) -> str:
+    """``state`` as JSON for the Lease annotation, shortened to ``budget`` bytes where needed."""
+    text = state.model_dump_json()
+    if len(text.encode("utf-8")) <= budget:
+        return text
+    slim = state.model_copy(deep=True)
+    for record in slim.record[:-1]:
+        record.analysis = None  # the verdict, score and reason stay; the per-metric details go
+    text = slim.model_dump_json()
+    if len(text.encode("utf-8")) > budget and slim.record and slim.record[-1].analysis is not None:
+        slim.record[-1].analysis = None
+        text = slim.model_dump_json()
+    dropped = 0
+    while len(text.encode("utf-8")) > budget and len(slim.events) > _KEEP_EVENTS:
+        cut = max(1, len(slim.events) // 4)
+        del slim.events[1:1 + cut]  # keep the first event (who started it) and the newest ones
+        dropped += cut
+        text = slim.model_dump_json()
+    while len(text.encode("utf-8")) > budget and any(len(r.reason) > 500 for r in slim.record):
+        for record in slim.record:
+            record.reason = record.reason[:500]
+        text = slim.model_dump_json()
+    if dropped:
+        slim.events.insert(1, Event(at=slim.events[0].at, message=f"{dropped} older event(s) left out of the Lease to "
+                                                                  "stay within the API server's 256 KiB annotation limit"))
+        text = slim.model_dump_json()
+    return text
 
 
 class StoredState(BaseModel):
@@ -218,7 +271,7 @@ class LeaseStateStore:
                 "namespace": self.namespace,
                 "labels": {MODEL_LABEL: _model_label(state.model),
                            "app.kubernetes.io/managed-by": "mlserve"},
-                "annotations": {STATE_ANNOTATION: state.model_dump_json()},
+                "annotations": {STATE_ANNOTATION: compact_for_lease(state)},
             },
             "spec": {"holderIdentity": holder or "", "leaseDurationSeconds": max(1, int(round(state.lease_seconds))),
                      "acquireTime": now, "renewTime": now},
@@ -232,8 +285,7 @@ class LeaseStateStore:
               dry_run: bool = False) -> dict[str, Any]:
         """Save ``state`` if the Lease is still exactly ``lease`` (else :class:`ConflictError`)."""
         body = self._lease_body(state, holder)
-        ops = version_guard(lease)
-        ops += set_ops(lease, pointer("metadata", "annotations", STATE_ANNOTATION), body["metadata"]["annotations"][STATE_ANNOTATION])
+        ops = set_ops(lease, pointer("metadata", "annotations", STATE_ANNOTATION), body["metadata"]["annotations"][STATE_ANNOTATION])
         ops += set_ops(lease, pointer("spec", "holderIdentity"), body["spec"]["holderIdentity"])
         ops += set_ops(lease, pointer("spec", "leaseDurationSeconds"), body["spec"]["leaseDurationSeconds"])
         ops += set_ops(lease, pointer("spec", "renewTime"), body["spec"]["renewTime"])
@@ -241,7 +293,49 @@ class LeaseStateStore:
             ops += set_ops(lease, pointer("spec", "acquireTime"), body["spec"]["acquireTime"])
         if not ops:
             return lease
+        from mlserve.errors import PatchNotAppliedError
+
         try:
-            return self.store.patch("Lease", lease_name(state.model), self.namespace, ops, dry_run=dry_run)
-        except ConflictError as exc:
+            return self.store.patch("Lease", lease_name(state.model), self.namespace, guarded(lease, ops), dry_run=dry_run)
+        except (ConflictError, PatchNotAppliedError) as exc:
+            # 409, or the resourceVersion test failed (422): someone else wrote the Lease since we read it
             raise ConflictError(f"rollout state of {state.model} changed under us: {exc.message}") from None
+
+
+CONFLICT_RETRIES = 5
+
+
+def update_state(states: LeaseStateStore, model: str, decide: Any, *, holder: str | Any, acquire: bool = False,
+                 dry_run: bool = False, cached: tuple[RolloutState, dict[str, Any]] | None = None,
+                 retries: int = CONFLICT_RETRIES) -> tuple[RolloutState, dict[str, Any]]:
+    """The one read-decide-write loop on a rollout's Lease.
+
+    ``decide(stored)`` gets the Lease as it is now (``None`` if it is gone) and returns the state to
+    write, or ``None`` to write nothing; it may raise to stop. The write is guarded by the
+    resourceVersion that was read; when another writer got there first, the Lease is read again and
+    ``decide`` asked again. ``cached`` (a state and the Lease it was last written to) is tried first
+    without reading: the heartbeat of the rollout's owner costs one request when nobody else wrote.
+    ``holder`` is the holder to write, or a function of the stored state that gives it.
+    """
+    if cached is not None:
+        state, lease = cached
+        try:
+            return state, states.write(state, lease, holder=holder if isinstance(holder, str) else holder(None),
+                                       acquire=acquire, dry_run=dry_run)
+        except ConflictError:
+            pass
+    for _ in range(retries):
+        stored = states.load(model)
+        state = decide(stored)
+        if state is None:
+            if stored is None:
+                raise NotFoundError(f"no rollout of {model} recorded in namespace {states.namespace}")
+            return stored.state, stored.lease
+        if stored is None:
+            raise NotFoundError(f"the Lease of the rollout of {model} was deleted")
+        who = holder if isinstance(holder, str) else holder(stored)
+        try:
+            return state, states.write(state, stored.lease, holder=who, acquire=acquire, dry_run=dry_run)
+        except ConflictError:
+            continue
+    raise ConflictError(f"the rollout state of {model} kept changing ({retries} conflicts); try again")

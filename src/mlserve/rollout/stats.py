@@ -12,10 +12,16 @@ full of ties, so the comparison is rank based:
   statistics of those differences: with ``N = n*m`` differences sorted ascending ``d(1) <= ... <=
   d(N)``, the interval is ``[d(k), d(N - k + 1)]`` where ``k = ceil(N/2 - z * sqrt(n*m*(n+m+1)/12))``
   and ``z`` is the two-sided normal quantile of the confidence. This is exactly the set of shifts
-  ``delta`` for which the U test of ``canary - delta`` against ``stable`` (normal approximation,
-  no continuity correction) does not reject; the tests check it by that inversion. With too few
-  points ``k < 1`` and there is no interval at that confidence (``low``/``high`` are None):
-  :func:`smallest_bounded_sample` gives the smallest per-side sample size that has one.
+  ``delta`` for which the U test of ``canary - delta`` against ``stable`` does not reject; the
+  tests check it by that inversion.
+
+  For small samples (``n*m <= EXACT_MAX_PAIRS``) ``k`` comes from the exact null distribution of
+  U (:func:`exact_u_cdf`): the largest ``k`` with ``P(U <= k-1) <= alpha/2``, so the interval
+  covers the true shift with probability at least ``confidence`` for continuous data. The normal
+  formula is only used above that size, where it is accurate: at 3 points per side it claims 95 %
+  for an interval whose real coverage is 90 % (the smallest two-sided p-value of 3 vs 3 is 0.1).
+  With too few points ``k < 1`` and there is no interval at that confidence (``low``/``high`` are
+  None): :func:`smallest_bounded_sample` gives the smallest per-side sample size that has one.
 
 scipy is imported lazily (``mlserve[stats]``, for the U test only; the normal quantile comes from
 the standard library, so an analysis spec can be validated without scipy); numpy is a core dependency.
@@ -24,6 +30,7 @@ the standard library, so an analysis spec can be validated without scipy); numpy
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from statistics import NormalDist
 from typing import Sequence
 
@@ -34,6 +41,8 @@ from mlserve._deps import require
 # Above this many pairwise differences both samples are thinned evenly (the memory of the
 # difference matrix grows with n*m: 4e6 float64 values are 32 MB).
 MAX_PAIRS = 4_000_000
+# Up to this many pairs the interval uses the exact distribution of U (50 x 50 points: milliseconds).
+EXACT_MAX_PAIRS = 2_500
 
 
 class ShiftEstimate(BaseModel):
@@ -75,12 +84,51 @@ def limit_pairs(canary: Sequence[float], stable: Sequence[float], max_pairs: int
     return thin(canary, max(1, int(n * factor))), thin(stable, max(1, int(m * factor)))
 
 
-def order_statistic_index(n: int, m: int, confidence: float) -> int:
-    """The 1-based ``k`` of the interval ``[d(k), d(n*m - k + 1)]`` (below 1: unbounded)."""
+@lru_cache(maxsize=512)
+def exact_u_counts(n: int, m: int) -> tuple[int, ...]:
+    """How many of the C(n+m, n) equally likely rank arrangements give U = 0, 1, ..., n*m (no ties).
+
+    These are the coefficients of the Gaussian binomial [n+m choose n]_q, built as the product over
+    i = 1..n of (1 - q^(m+i)) / (1 - q^i) with exact integer arithmetic.
+    """
+    poly = [1]
+    for i in range(1, n + 1):
+        grown = [0] * (len(poly) + m + i)
+        for j, v in enumerate(poly):
+            grown[j] += v
+            grown[j + m + i] -= v
+        for j in range(i, len(grown)):  # exact division by (1 - q^i)
+            grown[j] += grown[j - i]
+        poly = grown[: len(grown) - i]
+    return tuple(poly[: n * m + 1])
+
+
+def exact_u_cdf(n: int, m: int) -> list[float]:
+    """P(U <= u) for u = 0..n*m under the null hypothesis (continuous data)."""
+    counts = exact_u_counts(n, m)
+    total = math.comb(n + m, n)
+    cdf, running = [], 0
+    for c in counts:
+        running += c
+        cdf.append(running / total)
+    return cdf
+
+
+def normal_order_statistic_index(n: int, m: int, confidence: float) -> int:
+    """``k`` from the normal approximation of U (no continuity correction)."""
     pairs = n * m
     sigma = math.sqrt(n * m * (n + m + 1) / 12.0)
     # A tiny epsilon keeps ceil() from jumping a whole rank on a value that is an integer up to rounding.
     return math.ceil(pairs / 2.0 - _z(confidence) * sigma - 1e-9)
+
+
+def order_statistic_index(n: int, m: int, confidence: float) -> int:
+    """The 1-based ``k`` of the interval ``[d(k), d(n*m - k + 1)]`` (below 1: unbounded); exact for small samples."""
+    _z(confidence)  # validates the confidence
+    if n * m > EXACT_MAX_PAIRS:
+        return normal_order_statistic_index(n, m, confidence)
+    half_alpha = (1.0 - confidence) / 2.0
+    return sum(1 for p in exact_u_cdf(n, m) if p <= half_alpha + 1e-12)
 
 
 def smallest_bounded_sample(confidence: float) -> int:

@@ -58,7 +58,12 @@ def test_templates_fill_both_sides_over_the_same_range():
     prom = RecordedSeries({})
     judge(spec, ctx(), prom)
     assert [c[0] for c in prom.calls] == ['lat{deployment="web-canary",ns="prod"}', 'lat{deployment="web",ns="prod"}']
-    assert {(c[1], c[2], c[3]) for c in prom.calls} == {(START, START + timedelta(minutes=15), "15s")}
+    # one point per rate window (2m > the 15s step): consecutive points share no data
+    assert {(c[1], c[2], c[3]) for c in prom.calls} == {(START, START + timedelta(minutes=15), "2m")}
+    # in a rollout the range starts when the step's traffic did: the first window + scrape interval are skipped
+    prom = RecordedSeries({})
+    judge(spec, ctx(warmup=True), prom)
+    assert {(c[1], c[3]) for c in prom.calls} == {(START + timedelta(minutes=2, seconds=15), "2m")}
 
 
 def test_render_query_leaves_promql_braces_and_escapes_quotes():
@@ -145,19 +150,21 @@ def test_a_sample_too_small_for_a_bounded_interval_is_inconclusive_never_pass():
     assert (result.verdict, result.comparison) == ("inconclusive", "inconclusive")
     assert (result.shift, result.shift_low, result.shift_high) == (99.0, None, None)
     assert result.reason == ("comparison: 2 canary and 2 stable point(s) are too few for a bounded 0.95 confidence interval; "
-                             "use min_points >= 3")
+                             "use min_points >= 4")
     # A threshold that passes does not turn the unbounded comparison into a pass either...
     with_threshold = judge_metric(metric.model_copy(update={"threshold": 1000.0}), [100.0, 100.0], [1.0, 1.0], confidence=0.95)
     assert (with_threshold.verdict, with_threshold.threshold_verdict, with_threshold.comparison) == ("inconclusive", "pass", "inconclusive")
     # ... and the analysis is inconclusive (no score), not a pass.
     spec = AnalysisSpec.model_construct(metrics=[metric], step="15s", window="1m", pass_score=95.0, marginal_score=75.0, confidence=0.95)
     assert score_analysis(spec, [with_threshold])[:2] == ("inconclusive", None)
-    # One canary point never bounds the interval at 95 %, however many stable points there are.
+    # One canary point against 200 stable ones: its rank among 201 points is an exact test (P = 1/201 per rank),
+    # so the exact distribution does bound the interval, and a point far above every stable one is "high".
     one = judge_metric(metric.model_copy(update={"min_points": 1}), [5.0], noisy(1.0, n=200), confidence=0.95)
-    assert one.comparison == "inconclusive" and one.verdict == "inconclusive"
+    assert one.comparison == "high" and one.shift_low is not None
     # At the smallest workable size the interval exists and a clear regression is caught.
-    three = judge_metric(metric.model_copy(update={"min_points": 3}), [100.0, 101.0, 102.0], [1.0, 2.0, 3.0], confidence=0.95)
-    assert (three.verdict, three.shift_low, three.shift_high) == ("high", 97.0, 101.0)
+    four = judge_metric(metric.model_copy(update={"min_points": 4}), [100.0, 101.0, 102.0, 103.0], [1.0, 2.0, 3.0, 4.0],
+                        confidence=0.95)
+    assert (four.verdict, four.shift_low, four.shift_high) == ("high", 96.0, 102.0)
 
 
 def test_a_threshold_failure_is_reported_even_without_stable_data():
@@ -228,11 +235,13 @@ def test_pass_and_marginal_limits_are_configurable():
 
 
 def test_a_range_too_short_for_min_points_warns_with_the_fix():
-    spec = default_analysis()  # 50 points at 15s: 12m15s
-    assert spec.min_range() == timedelta(minutes=12, seconds=15)
-    result = judge(spec, ctx(end=START + timedelta(minutes=2)), RecordedSeries({}))
+    spec = default_analysis()  # 10 independent points, one per 1m window, after 1m + 15s of warm-up: 10m15s
+    assert spec.min_range() == timedelta(minutes=10, seconds=15)
+    assert spec.points_in(spec.min_range().total_seconds()) == 10
+    assert spec.points_in(spec.min_range().total_seconds() - 1) == 9
+    result = judge(spec, ctx(end=START + timedelta(minutes=2), warmup=True), RecordedSeries({}))
     assert result.verdict == "inconclusive"
-    assert any("at most 9 point(s)" in w and ">= 735s" in w for w in result.warnings)
+    assert any("at most 1 independent point(s)" in w and ">= 615s" in w for w in result.warnings), result.warnings
 
 
 def test_result_is_json_ready():

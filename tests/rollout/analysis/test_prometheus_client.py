@@ -162,7 +162,7 @@ def test_prometheus_down_is_an_infrastructure_error_for_the_judge(tmp_path):
     assert "MLSERVE_PROMETHEUS_URL" in str(info.value)
 
 
-@pytest.mark.parametrize("duration,message", [("soon", "--duration: not a Prometheus duration: 'soon'"), ("0s", "--duration must be longer than zero")])
+@pytest.mark.parametrize("duration,message", [("soon", "--duration: not a duration: 'soon'"), ("0s", "--duration must be longer than zero")])
 def test_analyze_refuses_a_bad_duration_before_querying(duration, message):
     from mlserve.rollout.analysis import analyze
 

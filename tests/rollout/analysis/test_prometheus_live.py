@@ -1,7 +1,7 @@
 """The judge against a real Prometheus scraping a local exporter with healthy, degraded and absent canaries.
 
 One Prometheus (scrape every 1s) and one exporter serve all tests of this module; the wait for data
-(about 15-20 s) is paid once.
+(about 40 s: the judge takes one independent point per 3 s rate window) is paid once.
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ def live(tmp_path_factory):
     with WorkloadExporter(workloads, namespace=NAMESPACE, seed=5) as exporter:
         with start_prometheus([exporter.target], tmp_path_factory.mktemp("prometheus")) as prom:
             start = datetime.now(timezone.utc)
-            for name in workloads:  # every side has enough rate points (rate needs 2 scrapes in the window)
-                prom.wait_for_points(f'sum(rate(http_requests_total{{deployment="{name}"}}[5s]))', MIN_POINTS + 4, timeout=60)
+            # every side has enough independent points: the judge takes one per 3s window (rate needs 2 scrapes in it)
+            for name in workloads:
+                prom.wait_for_points(f'sum(rate(http_requests_total{{deployment="{name}"}}[3s]))', 3 * MIN_POINTS + 6, timeout=90)
             end = datetime.now(timezone.utc)
             with PrometheusClient(prom.url, timeout=5) as client:
                 yield {"prom": prom, "client": client, "start": start, "end": end, "exporter": exporter}
 
 
 def spec(**kw):
-    return default_analysis(min_points=MIN_POINTS, step="1s", window="5s", min_success_rate=0.95, max_p99_seconds=0.2, **kw)
+    return default_analysis(min_points=MIN_POINTS, step="1s", window="3s", scrape_interval="1s", min_success_rate=0.95, max_p99_seconds=0.2, **kw)
 
 
 def context(live, canary: str) -> AnalysisContext:
@@ -71,7 +72,7 @@ def test_degraded_canary_fails_both_ways(live):
 
 def test_statistics_alone_catch_a_regression_under_the_thresholds(live):
     # thresholds so loose that both sides meet them: only the comparison can say no
-    loose = default_analysis(min_points=MIN_POINTS, step="1s", window="5s", min_success_rate=0.5, max_p99_seconds=5, critical=False)
+    loose = default_analysis(min_points=MIN_POINTS, step="1s", window="3s", scrape_interval="1s", min_success_rate=0.5, max_p99_seconds=5, critical=False)
     result = judge(loose, context(live, "web-degraded"), live["client"])
     assert [(m.verdict, m.threshold_verdict) for m in result.metrics] == [("low", "pass"), ("high", "pass")]
     assert (result.verdict, result.score) == ("fail", 0.0)
@@ -96,7 +97,8 @@ def test_custom_analysis_file_metrics(live):
     custom = analysis_from_dict(
         {
             "step": "1s",
-            "window": "5s",
+            "window": "3s",
+            "scrape_interval": "1s",
             "metrics": [
                 {
                     "name": "throughput",
@@ -180,7 +182,7 @@ def test_analyze_dry_run_reads_file_and_environment(live, tmp_path, monkeypatch)
     path.write_text(
         "# the ready-made checks, tuned for a 1s scrape\n"
         f"defaults: {{min_points: {MIN_POINTS}, min_success_rate: 0.95, max_p99_seconds: 0.2}}\n"
-        "step: 1s\nwindow: 5s\n"
+        "step: 1s\nwindow: 3s\nscrape_interval: 1s\n"
     )
     monkeypatch.setenv("MLSERVE_PROMETHEUS_URL", live["prom"].url)
     monkeypatch.setenv("MLSERVE_NAMESPACE", NAMESPACE)
@@ -196,3 +198,59 @@ def test_analyze_dry_run_reads_file_and_environment(live, tmp_path, monkeypatch)
     # the namespace flag beats the environment: nothing is labelled "staging"
     elsewhere = analyze(canary="web-canary", stable="web", namespace="staging", analysis_file=path, duration=f"{seconds}s", end=live["end"])
     assert elsewhere.verdict == "inconclusive"
+
+
+class FlakyProxy:
+    """In front of the real Prometheus: answers 503 until ``healthy_at`` (time.monotonic()), then forwards."""
+
+    def __init__(self, upstream: str, down_for: float) -> None:
+        import threading
+        import time
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.healthy_at = time.monotonic() + down_for
+        self.refused = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if time.monotonic() < proxy.healthy_at:
+                    proxy.refused += 1
+                    body, status = b'{"status":"error","error":"service unavailable"}', 503
+                else:
+                    with urllib.request.urlopen(upstream + self.path, timeout=10) as resp:  # noqa: S310 - loopback
+                        body, status = resp.read(), resp.status
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_prometheus_errors_within_the_consecutive_error_limit_are_tolerated(live):
+    """Prometheus answering 503 for 1.5 s at judge time: retried every step (1 s), then judged; never a pass by error."""
+    from mlserve.errors import InfrastructureError
+    from mlserve.rollout.api import prometheus_judge
+    from mlserve.rollout.engine import JudgeWindow
+
+    window = JudgeWindow(model="fraud", version="2", namespace=NAMESPACE, canary="web-canary", stable="web", step=0,
+                         weight=10, start=live["start"], end=live["end"])
+    proxy = FlakyProxy(live["prom"].url, down_for=1.5)
+    try:
+        result = prometheus_judge(None, proxy.url, spec=spec())(window)
+        assert result.verdict == "pass", result.reason
+        assert proxy.refused >= 1
+        assert any("query error(s) before this verdict (consecutive_error_limit 4)" in w for w in result.warnings)
+        proxy.healthy_at = float("inf")  # down for good: after 4 retries the error stands
+        with pytest.raises(InfrastructureError, match=r"5 failed queries in a row, more than consecutive_error_limit 4"):
+            prometheus_judge(None, proxy.url, spec=spec())(window)
+    finally:
+        proxy.server.shutdown()

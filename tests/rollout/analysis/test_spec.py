@@ -39,8 +39,9 @@ def test_yaml_file(tmp_path):
     assert [m.name for m in spec.metrics] == ["error-rate", "gpu-memory"]
     first, second = spec.metrics
     assert (first.direction, first.threshold, first.tolerance, first.critical, first.min_points) == ("max", 0.01, 0.002, True, 20)
-    assert (second.threshold, second.compare, second.critical, second.min_points) == (None, True, False, 50)
-    assert spec.min_range() == timedelta(seconds=30 * 49)
+    assert (second.threshold, second.compare, second.critical, second.min_points) == (None, True, False, 10)
+    # warm-up (2m window + 15s scrape) then 19 more points, one per 2m window (the step of 30s would overlap them)
+    assert spec.min_range() == timedelta(seconds=120 + 15 + 120 * 19)
 
 
 def test_json_file(tmp_path):
@@ -71,7 +72,7 @@ def test_defaults_key_adds_the_ready_made_checks(tmp_path):
         ("metrics:\n  - {name: a, query: q, direction: up}\n", "a.yaml: metrics.0.direction: Input should be 'max' or 'min'"),
         ("metrics:\n  - {name: a, query: q, direction: max, threshhold: 1}\n", "a.yaml: metrics.0.threshhold: Extra inputs are not permitted"),
         ("metrics:\n  - {name: a, query: 'x{svc=\"{service}\"}', direction: max}\n", "a.yaml: metrics.0.query: Value error, unknown placeholder(s) {service}"),
-        ("step: 15 seconds\nmetrics:\n  - {name: a, query: q, direction: max}\n", "a.yaml: step: Value error, not a Prometheus duration: '15 seconds'"),
+        ("step: 15 seconds\nmetrics:\n  - {name: a, query: q, direction: max}\n", "a.yaml: step: Value error, not a duration: '15 seconds'"),
         ("metrics:\n  - {name: a, query: q, direction: max, compare: false}\n", "a.yaml: metrics.0: Value error, metric 'a' checks nothing"),
         ("pass_score: 70\nmetrics:\n  - {name: a, query: q, direction: max}\n", "a.yaml: (top level): Value error, marginal_score (75) must not exceed pass_score (70)"),
         ("metrics:\n  - {name: a, query: q, direction: max}\n  - {name: a, query: r, direction: max}\n", "metric names must be unique, repeated: a"),
@@ -120,7 +121,22 @@ def test_parse_duration():
     assert parse_duration("500ms") == timedelta(milliseconds=500)
     assert parse_duration("2h") == timedelta(hours=2)
     with pytest.raises(ValueError):
-        parse_duration("1.5m")
+        parse_duration("soon")
+
+
+def test_one_duration_grammar_for_options_and_analysis_files():
+    """The analysis file and the command line read durations the same way; PromQL gets integer units."""
+    from mlserve.rollout.durations import parse_duration as option_duration
+    from mlserve.rollout.durations import prometheus_duration
+
+    for text, seconds in (("1.5s", 1.5), ("1m30s", 90.0), ("500ms", 0.5), ("90", 90.0), ("1.5m", 90.0), ("1w", 604800.0)):
+        assert option_duration(text, what="--pause") == seconds
+        assert parse_duration(text) == timedelta(seconds=seconds)
+    assert [prometheus_duration(v) for v in (60, 1.5, 90, 3600, 0.25)] == ["1m", "1500ms", "90s", "1h", "250ms"]
+    spec = default_analysis(window="1.5s", step="1.5s", scrape_interval="0.5s", min_points=4)
+    assert spec.sample_interval() == timedelta(seconds=1.5)
+    with pytest.raises(UsageError, match="bad --pause '1.5 m'"):
+        option_duration("1.5 m", what="--pause")
 
 
 def test_spec_round_trips_through_json():
@@ -137,18 +153,18 @@ def test_every_problem_is_shown_unknown_keys_first(tmp_path):
     message = info.value.message
     assert "\n" not in message and "more problem" not in message
     assert message.startswith(f"{path}: metrics.0.treshold: Extra inputs are not permitted; ")
-    assert "; step: Value error, not a Prometheus duration: 'soon'" in message
+    assert "; step: Value error, not a duration: 'soon'" in message
     assert "; metrics.0.direction: Field required" in message
     assert [e["loc"] for e in info.value.details["errors"]] == [["metrics", "0", "treshold"], ["metrics", "0", "direction"], ["step"]]
 
 
-@pytest.mark.parametrize("confidence,smallest", [(0.95, 3), (0.99, 5), (0.999, 8)])
+@pytest.mark.parametrize("confidence,smallest", [(0.95, 4), (0.99, 5), (0.999, 7)])
 def test_min_points_too_small_for_a_bounded_interval_is_refused(tmp_path, confidence, smallest):
     """At 95 % two points per side can never bound the shift: refused at load time, naming the field and the fix.
 
-    By hand, k = ceil(n^2/2 - z * sqrt(n^2 (2n + 1) / 12)) must reach 1. 95 %: n = 2 gives 2 - 1.96 * 1.291 < 0,
-    n = 3 gives 4.5 - 1.96 * 2.291 = 0.009. 99 %: n = 4 gives 8 - 2.576 * 3.464 < 0, n = 5 gives 12.5 - 2.576 * 4.787
-    = 0.17. 99.9 %: n = 7 gives 24.5 - 3.291 * 7.826 < 0, n = 8 gives 32 - 3.291 * 9.522 = 0.66.
+    By hand, with the exact distribution the smallest two-sided p-value of n vs n is 2 / C(2n, n), which must not
+    exceed 1 - confidence. 95 %: n = 3 gives 2/20 = 0.1, n = 4 gives 2/70 = 0.029. 99 %: n = 4 gives 0.029,
+    n = 5 gives 2/252 = 0.0079. 99.9 %: n = 6 gives 2/924 = 0.0022, n = 7 gives 2/3432 = 0.00058.
     """
     path = tmp_path / "a.yaml"
     metric = "  - {name: lat, query: 'sum(x{a=\"{target}\"})', direction: max, min_points: %d}\n"
@@ -164,5 +180,5 @@ def test_min_points_too_small_for_a_bounded_interval_is_refused(tmp_path, confid
     # Without a comparison a threshold needs no interval: one point is enough.
     path.write_text("metrics:\n  - {name: lat, query: up, direction: max, threshold: 1, compare: false, min_points: 1}\n")
     assert load_analysis(path).metrics[0].min_points == 1
-    with pytest.raises(UsageError, match="default analysis: metrics.0.min_points: 2 point"):
-        default_analysis(min_points=2)
+    with pytest.raises(UsageError, match="default analysis: metrics.0.min_points: 3 point"):
+        default_analysis(min_points=3)

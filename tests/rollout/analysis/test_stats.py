@@ -17,22 +17,62 @@ from mlserve.rollout import stats
 
 def test_hodges_lehmann_by_hand_on_shifted_ranges():
     # canary 11..20, stable 1..10: the differences are 1..19, value v occurring 10 - |v - 10| times.
-    # Median 10. N = 100, sigma = sqrt(100 * 21 / 12) = 13.2288, z(0.95) = 1.959964:
-    # k = ceil(50 - 25.928) = 25. Cumulative counts 1,3,6,10,15,21,28 put d(25) at 7; by symmetry d(76) = 13.
+    # Median 10. Exact: the two-sided 5 % critical value of U for 10 vs 10 is 23 (the tables), so k = 24;
+    # cumulative counts 1,3,6,10,15,21,28 put d(24) at 7; by symmetry d(77) = 13. (The normal formula gives
+    # k = ceil(50 - 1.959964 * 13.2288) = 25, the same values here.)
     canary = [float(v) for v in range(11, 21)]
     stable = [float(v) for v in range(1, 11)]
-    assert stats.order_statistic_index(10, 10, 0.95) == 25
+    assert stats.order_statistic_index(10, 10, 0.95) == 24
+    assert stats.normal_order_statistic_index(10, 10, 0.95) == 25
     shift = stats.hodges_lehmann(canary, stable, 0.95)
     assert shift.estimate == 10.0
     assert (shift.low, shift.high) == (7.0, 13.0)
     assert shift.pairs == 100
 
 
-def test_order_statistic_index_by_hand():
+def test_normal_order_statistic_index_by_hand():
     # n = m = 10 at 90%: z = 1.644854, 50 - 1.644854 * 13.2288 = 28.24 -> 29
-    assert stats.order_statistic_index(10, 10, 0.90) == 29
+    assert stats.normal_order_statistic_index(10, 10, 0.90) == 29
     # n = 20, m = 5: sigma = sqrt(100 * 26 / 12) = 14.7196; 50 - 1.959964 * 14.7196 = 21.15 -> 22
-    assert stats.order_statistic_index(20, 5, 0.95) == 22
+    assert stats.normal_order_statistic_index(20, 5, 0.95) == 22
+    # above EXACT_MAX_PAIRS the normal formula is the one used
+    assert stats.order_statistic_index(60, 50, 0.95) == stats.normal_order_statistic_index(60, 50, 0.95)
+
+
+def test_exact_distribution_of_u_by_enumeration_and_by_hand():
+    """The counts of U against brute force; 3 vs 3 cannot reach 95 %, 4 vs 4 can (k = 1)."""
+    for n, m in ((3, 3), (4, 2), (5, 4)):
+        brute = [0] * (n * m + 1)
+        for ranks in itertools.combinations(range(1, n + m + 1), n):
+            brute[sum(ranks) - n * (n + 1) // 2] += 1
+        assert list(stats.exact_u_counts(n, m)) == brute
+    # 3 vs 3: P(U = 0) = 1/20 = 0.05 > 0.025: no 95 % interval (the normal formula wrongly says k = 1)
+    assert stats.order_statistic_index(3, 3, 0.95) == 0
+    assert stats.normal_order_statistic_index(3, 3, 0.95) == 1
+    # 4 vs 4: P(U = 0) = 1/70 = 0.0143 <= 0.025 < P(U <= 1) = 2/70
+    assert stats.order_statistic_index(4, 4, 0.95) == 1
+
+
+def test_interval_coverage_is_at_least_the_confidence_by_simulation():
+    """Fixed seed: with identical distributions the exact interval misses the true shift (0) at most 5 % of the
+    time; the normal formula at 3 vs 3 misses about 10 %."""
+    rng = random.Random(11)
+    runs = 4000
+    for n in (4, 5, 8):
+        misses = 0
+        for _ in range(runs):
+            a = [rng.gauss(0, 1) for _ in range(n)]
+            b = [rng.gauss(0, 1) for _ in range(n)]
+            shift = stats.hodges_lehmann(a, b, 0.95)
+            misses += not (shift.low <= 0 <= shift.high)
+        assert misses / runs <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / runs), (n, misses / runs)
+    misses = 0
+    for _ in range(runs):
+        a = sorted(rng.gauss(0, 1) for _ in range(3))
+        b = [rng.gauss(0, 1) for _ in range(3)]
+        diffs = sorted(x - y for x in a for y in b)
+        misses += not (diffs[0] <= 0 <= diffs[-1])  # the k = 1 interval the normal formula allowed
+    assert misses / runs > 0.08
 
 
 def test_hodges_lehmann_tiny_samples_have_an_unbounded_interval():
@@ -123,9 +163,11 @@ def test_clearly_separated_samples_are_significant():
     assert shift.low > 20 and shift.high < 40 and shift.low < shift.estimate < shift.high
 
 
-@pytest.mark.parametrize("seed,n,m,confidence", [(1, 12, 9, 0.95), (2, 30, 30, 0.95), (3, 25, 40, 0.90), (4, 35, 35, 0.99)])
+@pytest.mark.parametrize("seed,n,m,confidence", [(1, 12, 9, 0.95), (2, 20, 15, 0.95), (3, 10, 14, 0.90), (4, 60, 50, 0.95),
+                                                 (5, 55, 70, 0.99)])
 def test_interval_equals_the_inversion_of_the_u_test(seed, n, m, confidence):
-    """Second method: the shifts delta for which scipy's U test of (canary - delta) vs stable does not reject."""
+    """Second method: the shifts delta for which scipy's U test of (canary - delta) vs stable does not reject
+    (its exact test up to EXACT_MAX_PAIRS pairs, its normal approximation above)."""
     from scipy.stats import mannwhitneyu
 
     rng = random.Random(seed)
@@ -136,8 +178,12 @@ def test_interval_equals_the_inversion_of_the_u_test(seed, n, m, confidence):
     accepted = []
     for j in range(len(diffs) - 1):  # a delta strictly between d(j+1) and d(j+2) (1-based) ties nothing
         delta = (diffs[j] + diffs[j + 1]) / 2
-        p = mannwhitneyu([c - delta for c in canary], stable, alternative="two-sided", method="asymptotic", use_continuity=False).pvalue
-        if p >= alpha:
+        if n * m <= stats.EXACT_MAX_PAIRS:
+            p = mannwhitneyu([c - delta for c in canary], stable, alternative="two-sided", method="exact").pvalue
+        else:
+            p = mannwhitneyu([c - delta for c in canary], stable, alternative="two-sided", method="asymptotic",
+                             use_continuity=False).pvalue
+        if p > alpha:
             accepted.append(j)
     expected_low, expected_high = diffs[accepted[0]], diffs[accepted[-1] + 1]
     shift = stats.hodges_lehmann(canary, stable, confidence)

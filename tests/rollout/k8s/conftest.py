@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers.k8s_emulator import Cluster
+from helpers.kube import start_cluster
+from helpers.kube.server import Cluster
 from mlserve.rollout.kube import KubernetesStore
 from rollout.k8s.k8s_support import HTTP_ROUTE, STABLE_DEPLOYMENT, STABLE_SERVICE
 
 
 @pytest.fixture
 def cluster():
-    c = Cluster().start()
+    c = start_cluster()
     yield c
     c.stop()
 
@@ -28,7 +29,10 @@ def seeded(cluster: Cluster) -> Cluster:
 
 @pytest.fixture
 def store(cluster: Cluster) -> KubernetesStore:
-    return KubernetesStore.connect(server=cluster.url)
+    """The store a rollout with --lease-duration 2s gets: transient errors retried for 1 s."""
+    store = KubernetesStore.connect(server=cluster.url)
+    store.retry_budget = 1.0
+    return store
 
 
 @pytest.fixture

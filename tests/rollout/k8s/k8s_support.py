@@ -52,8 +52,8 @@ HTTP_ROUTE = {
     "status": {"parents": [{
         "parentRef": {"name": "public-gw"},
         "controllerName": "example.com/gateway-controller",
-        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"},
-                       {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs"}],
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 1},
+                       {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "observedGeneration": 1}],
     }]},
 }
 STABLE_INGRESS = {
@@ -90,7 +90,7 @@ class ScriptedJudge:
 
 def config(**overrides: Any) -> RolloutConfig:
     base = dict(name="iris", to="2", namespace=NS, steps=[10, 50, 100], pause=0.05, timeout=60, poll=0.05,
-                ready_timeout=5, lease_seconds=2, owner="test-owner")
+                ready_timeout=5, lease_seconds=2, owner="test-owner", revert_timeout=1.0)
     base.update(overrides)
     return RolloutConfig(**base)
 
@@ -123,3 +123,7 @@ def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
 def lease_state(cluster: Any, model: str = "iris") -> dict[str, Any]:
     lease = cluster.get("Lease", f"mlserve-rollout-{model}", NS)
     return json.loads(lease["metadata"]["annotations"]["rollout.mlserve.dev/state"])
+
+
+# The stable backendRef as the API server stores it: the Gateway API CRD defaults group, kind and weight.
+STABLE_BACKENDS = [{"group": "", "kind": "Service", "name": "iris", "port": 80, "weight": 1}]

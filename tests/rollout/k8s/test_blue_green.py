@@ -60,7 +60,7 @@ def test_failed_smoke_check_keeps_traffic_on_live_colour(blue, store, registry):
 def test_smoke_url_that_fails_rolls_back(blue, store, registry):
     result = engine(store, registry, ScriptedJudge()).run(bg(smoke_url=blue.url + "/no/such/path"))
     assert result.outcome == "rolled-back"
-    assert "answered 404" in result.message or "failed" in result.message
+    assert result.message == f"smoke check {blue.url}/no/such/path answered 404"
     assert selector(blue)["slot"] == "blue"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlserve import exitcodes
-from rollout.k8s.k8s_support import NS, ScriptedJudge, config, engine, env_of, weights
+from rollout.k8s.k8s_support import STABLE_BACKENDS, NS, ScriptedJudge, config, engine, env_of, weights
 
 
 def test_canary_promotes_through_every_step(seeded, store, registry):
@@ -28,7 +28,7 @@ def test_canary_promotes_through_every_step(seeded, store, registry):
     # The canary Service does not select stable pods, and the stable Service does not select canary pods.
     assert seeded.get("Service", "iris-canary", NS)["spec"]["selector"] == {
         "app": "iris-canary", "rollout.mlserve.dev/track": "canary"}
-    assert "clusterIP" not in seeded.get("Service", "iris-canary", NS)["spec"]
+    assert seeded.get("Service", "iris-canary", NS)["spec"]["clusterIP"] != seeded.get("Service", "iris", NS)["spec"]["clusterIP"]
     assert weights(seeded.get("HTTPRoute", "iris", NS)) == {"iris": 100, "iris-canary": 0}
 
     assert registry.resolve("iris@production").version == "2"
@@ -61,7 +61,7 @@ def test_judge_fail_rolls_back(seeded, store, registry):
     assert result.reverted
     # Traffic is back on stable, stable untouched, created objects removed.
     assert weights(seeded.get("HTTPRoute", "iris", NS)) == {"iris": 1}
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
     assert env_of(seeded.get("Deployment", "iris", NS))["MLSERVE_MODEL_VERSION"] == "1"
     assert seeded.get("Deployment", "iris-canary", NS) is None
     assert seeded.get("Service", "iris-canary", NS) is None
@@ -86,7 +86,7 @@ def test_undo_after_a_promoted_canary_restores_the_previous_version(seeded, stor
     stable = seeded.get("Deployment", "iris", NS)
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/iris-server:1"
     assert env_of(stable) == {"LOG_LEVEL": "info", "MLSERVE_MODEL_VERSION": "1"}
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
     assert registry.resolve("iris@production").version == "1"
     # Undo twice is refused with a clear reason rather than silently doing something else.
     again = cli("rollout", "undo", "iris", "-n", NS, "--server", seeded.url, "--registry", str(registry.root))
@@ -129,5 +129,5 @@ def test_a_crashing_judge_still_leaves_traffic_on_stable(seeded, store, registry
 
     with pytest.raises(ZeroDivisionError):
         engine(store, registry, judge).run(config())
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
     assert seeded.get("Deployment", "iris-canary", NS) is None

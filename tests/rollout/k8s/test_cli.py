@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from mlserve import exitcodes
-from rollout.k8s.k8s_support import NS, weights
+from rollout.k8s.k8s_support import STABLE_BACKENDS, NS, weights
 
 
 def test_canary_json_record(seeded, registry, cli):
@@ -66,15 +66,16 @@ def test_unreachable_api_is_infrastructure(registry, cli):
 
 def test_unreachable_prometheus_reverts_and_exits_infrastructure(seeded, registry, cli, tmp_path):
     analysis = tmp_path / "analysis.json"
-    analysis.write_text(json.dumps({"defaults": {"min_points": 3, "step": "1s", "window": "2s"}}))
+    analysis.write_text(json.dumps({"defaults": {"min_points": 4, "step": "1s", "window": "1s", "scrape_interval": "1s",
+                                                 "consecutive_error_limit": 1}}))
     result = cli("rollout", "canary", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--steps", "10,100",
-                 "--pause", "2s", "--poll", "0.1s", "--analysis", str(analysis), "--prometheus-url", "http://127.0.0.1:9",
+                 "--pause", "5s", "--poll", "0.1s", "--analysis", str(analysis), "--prometheus-url", "http://127.0.0.1:9",
                  "--registry", str(registry.root), "--json")
     assert result.exit_code == exitcodes.INFRASTRUCTURE, result.stdout
     doc = json.loads(result.stdout)["result"]
     assert doc["outcome"] == "failed" and doc["reverted"] is True
     assert "127.0.0.1:9" in doc["message"]
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
     # Reverted, so the lock is free again: the next rollout may start.
     status = json.loads(cli("rollout", "status", "iris", "-n", NS, "--server", seeded.url, "--json").stdout)["result"]
     assert status["phase"] == "failed" and status["reverted"] is True

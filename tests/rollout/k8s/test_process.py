@@ -10,7 +10,7 @@ import sys
 import time
 
 from mlserve import exitcodes
-from rollout.k8s.k8s_support import NS, wait_for, weights
+from rollout.k8s.k8s_support import STABLE_BACKENDS, NS, lease_state, wait_for, weights
 
 
 
@@ -23,8 +23,12 @@ def start_rollout(cluster, registry, *extra: str) -> subprocess.Popen:
 
 
 def at_first_step(cluster) -> bool:
+    """The route sends 10% to the canary AND the Lease says so: the engine records a weight after the
+    route's patch has landed, so waiting for the route alone races that record."""
     route = cluster.get("HTTPRoute", "iris", NS)
-    return weights(route).get("iris-canary") == 10
+    if weights(route).get("iris-canary") != 10 or cluster.get("Lease", "mlserve-rollout-iris", NS) is None:
+        return False
+    return lease_state(cluster)["weight"] == 10
 
 
 def test_second_rollout_refused_while_first_runs_then_sigterm_aborts(seeded, registry, cli):
@@ -46,7 +50,7 @@ def test_second_rollout_refused_while_first_runs_then_sigterm_aborts(seeded, reg
     assert proc.returncode == exitcodes.ABORTED, err
     doc = json.loads(out)["result"]
     assert doc["outcome"] == "aborted" and "SIGTERM" in doc["message"] and doc["reverted"] is True
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
     assert seeded.get("Deployment", "iris-canary", NS) is None
 
 
@@ -64,7 +68,7 @@ def test_killed_process_then_abort_from_another_job(seeded, registry, cli):
 
     aborted = cli("rollout", "abort", "iris", "-n", NS, "--server", seeded.url, "--registry", str(registry.root))
     assert aborted.exit_code == 0, aborted.stderr
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
     assert seeded.get("Deployment", "iris-canary", NS) is None
     assert seeded.get("Service", "iris-canary", NS) is None
     assert registry.resolve("iris@production").version == "1"

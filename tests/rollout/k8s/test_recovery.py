@@ -16,7 +16,7 @@ from mlserve.rollout.engine import Clock, RolloutEngine
 from mlserve.rollout.registry_link import RegistryLink
 from mlserve.rollout.state import LeaseStateStore
 from mlserve.rollout.workload import readiness
-from rollout.k8s.k8s_support import NS, STABLE_DEPLOYMENT, config, engine, env_of, lease_state, ScriptedJudge, wait_for, weights
+from rollout.k8s.k8s_support import STABLE_BACKENDS, NS, STABLE_DEPLOYMENT, config, engine, env_of, lease_state, ScriptedJudge, wait_for, weights
 from rollout.k8s.test_blue_green import bg, blue, selector  # noqa: F401 - the blue fixture
 
 
@@ -55,7 +55,7 @@ def route_patches_to_canary(cluster, since: int) -> list:
 
 def test_readiness_of_a_deployment_about_to_get_traffic_needs_replicas():
     dep = {"metadata": {"generation": 2}, "spec": {"replicas": 0}, "status": {"observedGeneration": 2}}
-    assert readiness(dep) == (True, "scaled to 0")
+    assert tuple(readiness(dep)) == (True, "scaled to 0")
     ready, detail = readiness(dep, min_replicas=1)
     assert not ready and "scaled to 0" in detail
 
@@ -85,7 +85,7 @@ def test_abort_that_fails_half_way_keeps_the_lock_until_an_abort_succeeds(seeded
     wait_for(lambda: weights(seeded.get("HTTPRoute", "iris", NS)).get("iris-canary") == 10)
     seeded.emulator.fail("/httproutes/", method="PATCH", times=10**6)
     with pytest.raises(InfrastructureError) as info:
-        engine(store, registry).abort("iris", NS)
+        engine(store, registry).abort("iris", NS, revert_timeout=0)
     assert "traffic may still be split" in info.value.message
     thread.join(30)
     assert box["r"].outcome == "aborted" and not box["r"].reverted
@@ -102,7 +102,7 @@ def test_abort_that_fails_half_way_keeps_the_lock_until_an_abort_succeeds(seeded
     done = engine(store, registry).abort("iris", NS)
     assert done.phase == "aborted"
     assert lease_state(seeded)["reverted"] is True
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
     assert engine(store, registry, ScriptedJudge()).run(config(owner="next-job")).outcome == "promoted"
 
 
@@ -144,12 +144,12 @@ def test_abort_of_a_switched_blue_green_puts_the_registry_back(blue, store, regi
 
 def test_default_pause_is_the_analysis_min_range_and_must_fit_the_timeout(seeded, registry, cli, tmp_path):
     analysis = tmp_path / "analysis.json"
-    analysis.write_text(json.dumps({"defaults": {"min_points": 3, "step": "1s", "window": "2s"}}))
+    analysis.write_text(json.dumps({"defaults": {"min_points": 4, "step": "1s", "window": "1s", "scrape_interval": "1s"}}))
     result = cli("rollout", "canary", "iris", "--to", "2", "-n", NS, "--server", seeded.url, "--steps", "10,100",
                  "--timeout", "3s", "--analysis", str(analysis), "--prometheus-url", "http://127.0.0.1:9",
                  "--registry", str(registry.root))
     assert result.exit_code == exitcodes.USAGE, result.stderr
-    assert "--timeout 3s" in result.stderr and "2 steps x --pause 2s = 4s" in result.stderr
+    assert "--timeout 3s" in result.stderr and "2 steps x --pause 5s = 10s" in result.stderr
     assert seeded.get("Lease", "mlserve-rollout-iris", NS) is None  # refused before the lock
 
 

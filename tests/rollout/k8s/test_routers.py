@@ -11,6 +11,7 @@ from mlserve.errors import UsageError
 from mlserve.rollout.jsonpatch import apply_patch
 from mlserve.rollout.routers import NGINX_CANARY, NGINX_WEIGHT, GatewayRouter, IstioRouter, SelectorRouter
 from rollout.k8s.k8s_support import (
+    STABLE_BACKENDS,
     HTTP_ROUTE,
     NS,
     STABLE_DEPLOYMENT,
@@ -93,18 +94,16 @@ def test_istio_weights_sum_to_100(istio, store, registry):
 
 
 def test_gateway_route_refusing_the_change_is_reported(seeded, store, registry):
-    route = copy.deepcopy(HTTP_ROUTE)
-    route["status"]["parents"][0]["conditions"][1] = {
-        "type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "service iris-canary not found"}
-    seeded.put(route)
+    # The Gateway controller cannot resolve the canary Service (as with a missing ReferenceGrant).
+    seeded.emulator.gateway.unresolved.add("iris-canary")
     result = engine(store, registry, ScriptedJudge()).run(config())
     assert result.outcome == "failed"
     assert "ResolvedRefs=False" in result.message and "BackendNotFound" in result.message
     assert result.reverted
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80}]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == STABLE_BACKENDS
 
 
-def test_gateway_ops_are_guarded_and_idempotent():
+def test_gateway_ops_are_plain_changes_and_idempotent():
     router = GatewayRouter("iris", "iris", "iris-canary")
     route = copy.deepcopy(HTTP_ROUTE)
     ops = router.weight_ops(route, 25)
@@ -116,7 +115,8 @@ def test_gateway_ops_are_guarded_and_idempotent():
     assert router.weight(after) == 25
     assert router.weight_ops(after, 25) == []  # nothing to do twice
     again = router.weight_ops(after, 60)
-    assert again[0] == {"op": "test", "path": "/spec/rules/0/backendRefs/0/weight", "value": 75}
+    assert again[0] == {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 40}
+    assert all(op["op"] != "test" for op in again)  # values are never tested: the resourceVersion guards
     assert router.weight(apply_patch(after, again, in_place=False)) == 60
 
 
@@ -158,20 +158,19 @@ def test_gateway_rollout_with_a_third_backend_is_refused_before_any_change(seede
     route = copy.deepcopy(HTTP_ROUTE)
     route["spec"]["rules"][0]["backendRefs"] = [{"name": "iris", "port": 80, "weight": 50},
                                                 {"name": "iris-legacy", "port": 80, "weight": 50}]
-    seeded.put(route)
+    stored = seeded.put(route)
     writes = len(seeded.writes())
     with pytest.raises(UsageError, match="mlserve only manages a two-way split"):
         engine(store, registry, ScriptedJudge()).run(config())
     assert len(seeded.writes()) == writes
-    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == route["spec"]["rules"][0]["backendRefs"]
+    assert seeded.get("HTTPRoute", "iris", NS)["spec"]["rules"][0]["backendRefs"] == stored["spec"]["rules"][0]["backendRefs"]
 
 
 def test_selector_router_switches_colour():
     svc = {"spec": {"selector": {"app": "iris", "slot": "blue"}}}
     router = SelectorRouter("iris", "slot", "blue", "green")
     ops = router.weight_ops(svc, 100)
-    assert ops == [{"op": "test", "path": "/spec/selector/slot", "value": "blue"},
-                   {"op": "replace", "path": "/spec/selector/slot", "value": "green"}]
+    assert ops == [{"op": "replace", "path": "/spec/selector/slot", "value": "green"}]
     assert router.weight(apply_patch(svc, ops, in_place=False)) == 100
 
 
@@ -186,12 +185,15 @@ def test_plan_prints_exact_patches_and_applies_nothing(seeded, registry, cli):
     stages = [c["stage"] for c in plan["changes"]]
     assert stages[:3] == ["lock", "create canary Service", "create canary Deployment"]
     step1 = next(c for c in plan["changes"] if c["stage"] == "step 1: 20% to the canary")
+    # The stored route has the weight the Gateway API CRD defaults (1): it is replaced, never tested.
     assert step1["ops"] == [
-        {"op": "add", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80},
-        {"op": "add", "path": "/spec/rules/0/backendRefs/-", "value": {"name": "iris-canary", "port": 80, "weight": 20}},
+        {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80},
+        {"op": "add", "path": "/spec/rules/0/backendRefs/-",
+         "value": {"group": "", "kind": "Service", "name": "iris-canary", "port": 80, "weight": 20}},
     ]
     step2 = next(c for c in plan["changes"] if c["stage"] == "step 2: 100% to the canary")
-    assert step2["ops"][0] == {"op": "test", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80}
+    assert step2["ops"] == [{"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 0},
+                            {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 100}]
     stable = next(c for c in plan["changes"] if c["stage"] == "tell stable the new version")
     assert {"op": "replace", "path": "/spec/template/spec/containers/0/image",
             "value": "registry.local/iris-server:2"} in stable["ops"]
@@ -218,6 +220,7 @@ def test_rbac_prints_a_minimal_role(cli):
 
 def test_stale_route_conditions_are_waited_for_then_reported(seeded, store, registry):
     """Conditions observed for an older generation are not trusted: the engine waits, then warns."""
+    seeded.emulator.gateway.enabled = False  # a controller that stopped reporting
     route = copy.deepcopy(HTTP_ROUTE)
     for cond in route["status"]["parents"][0]["conditions"]:
         cond["observedGeneration"] = 1
@@ -234,16 +237,18 @@ def test_transient_server_errors_on_a_patch_are_retried(seeded, store, registry)
     assert [s for m, p, s in seeded.writes() if "/httproutes/" in p][:3] == [503, 503, 200]
 
 
-def test_canary_service_copy_drops_cluster_unique_fields():
+def test_canary_service_is_cluster_ip_whatever_stable_is():
+    """A canary Service never copies a load balancer, external IPs or node ports: it is reached through the router."""
     from mlserve.rollout.workload import canary_objects
 
     svc = copy.deepcopy(STABLE_SERVICE)
-    svc["spec"].update(type="NodePort", clusterIPs=["10.0.0.12"])
+    svc["spec"].update(type="LoadBalancer", clusterIPs=["10.0.0.12"], externalIPs=["203.0.113.7"],
+                       loadBalancerIP="203.0.113.8", loadBalancerSourceRanges=["0.0.0.0/0"],
+                       externalTrafficPolicy="Local", healthCheckNodePort=31000, allocateLoadBalancerNodePorts=True)
     svc["spec"]["ports"][0]["nodePort"] = 30080
     dep, canary_svc = canary_objects(copy.deepcopy(STABLE_DEPLOYMENT), svc, deployment_name="iris-canary",
                                      service_name="iris-canary", replicas=1, model="iris")
-    assert canary_svc["spec"]["ports"] == [{"port": 80, "targetPort": 8080}]
-    assert "clusterIP" not in canary_svc["spec"] and "clusterIPs" not in canary_svc["spec"]
-    assert canary_svc["spec"]["type"] == "NodePort"
+    assert canary_svc["spec"] == {"type": "ClusterIP", "ports": [{"port": 80, "targetPort": 8080}],
+                                  "selector": {"app": "iris-canary", "rollout.mlserve.dev/track": "canary"}}
     assert dep["spec"]["selector"]["matchLabels"] == {"app": "iris-canary", "rollout.mlserve.dev/track": "canary"}
     assert "status" not in dep and "resourceVersion" not in dep["metadata"]

@@ -1,6 +1,6 @@
 """RFC 6902 JSON Patch on plain dicts and on ruamel round-trip documents.
 
-The property tests use the ``jsonpatch`` package (python-json-patch, a kmock dependency) as an
+The property tests use the ``jsonpatch`` package (python-json-patch, a declared test dependency) as an
 independent reference implementation.
 """
 
