@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.k8s_emulator import Cluster
+from helpers.kube import start_cluster
+from helpers.kube.server import Cluster
 from ruamel.yaml import YAML
 
 from mlserve import exitcodes
@@ -80,15 +81,16 @@ def _seed(cluster: Cluster, objects: list[dict]) -> None:
         obj = copy.deepcopy(obj)
         if obj["kind"] == "HTTPRoute":  # what a Gateway controller reports once it accepted the route
             obj["status"] = {"parents": [{"parentRef": obj["spec"]["parentRefs"][0], "controllerName": "example.com/gw",
-                                          "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"},
+                                          "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                                                          "observedGeneration": 1},
                                                          {"type": "ResolvedRefs", "status": "True",
-                                                          "reason": "ResolvedRefs"}]}]}
+                                                          "reason": "ResolvedRefs", "observedGeneration": 1}]}]}
         cluster.put(obj)
 
 
 def test_rollout_plan_and_canary_drive_the_generated_objects(cli, registry: Registry) -> None:  # noqa: ANN001
     objects = _objects(cli, registry)
-    cluster = Cluster().start()
+    cluster = start_cluster()
     try:
         _seed(cluster, objects)
         plan = cli("rollout", "plan", "iris", "--to", "2", "-n", NS, "--server", cluster.url, "--registry",
