@@ -104,7 +104,7 @@ def _env_vars_read() -> set[str]:
     from mlserve import config
 
     names |= {config.env_var(k) for k in ("rollout.namespace", "rollout.kubeconfig", "rollout.prometheus_url", "registry",
-                                          "lock_timeout")}
+                                          "lock_timeout", "no_progress")}
     names.add("KUBECONFIG")  # read by the kubernetes client's kubeconfig loader
     return names
 
@@ -121,11 +121,9 @@ def test_options_are_declared_once_and_shared(cli):
     """--pause, --workload, --namespace ... mean the same in canary, blue-green and plan: one declaration."""
     from mlserve.cli import rollout
 
-    import typer
+    from mlserve.cli.app import load_command
 
-    from mlserve.cli.app import app
-
-    group = typer.main.get_command(app).commands["rollout"]  # type: ignore[attr-defined]
+    group = load_command("rollout")
 
     def option_help(command: str, flag: str) -> str:
         return next(p.help for p in group.commands[command].params if flag in getattr(p, "opts", []))

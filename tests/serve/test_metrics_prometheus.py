@@ -81,10 +81,12 @@ def test_rollout_default_analysis_judges_serve_with_no_configuration(tmp_path, m
         with start_prometheus([s.http_target for s in (stable, good, bad)], tmp_path / "prom") as prom:
             start = datetime.now(timezone.utc)
             for dep in ("iris", "iris-canary", "iris-bad"):
-                prom.wait_for_points(f'sum(rate(http_requests_total{{namespace="{NS}",deployment="{dep}"}}[5s]))',
-                                     MIN_POINTS + 4, timeout=90)
+                # the judge takes one point per rate window (2 s) after a window and a scrape of warm-up
+                prom.wait_for_points(f'sum(rate(http_requests_total{{namespace="{NS}",deployment="{dep}"}}[2s]))',
+                                     2 * MIN_POINTS + 6, timeout=120)
             end = datetime.now(timezone.utc)
-            spec = default_analysis(min_points=MIN_POINTS, step="1s", window="5s")  # the default queries as they are
+            # the default queries as they are, at this Prometheus's 1 s scrape interval
+            spec = default_analysis(min_points=MIN_POINTS, step="1s", window="2s", scrape_interval="1s")
             with PrometheusClient(prom.url, timeout=5) as client:
                 ok = judge(spec, AnalysisContext(canary="iris-canary", stable="iris", namespace=NS, model="iris",
                                                  start=start, end=end), client)
