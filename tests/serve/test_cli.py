@@ -74,7 +74,7 @@ def test_env_vars_are_settings_and_shown_in_help(cli, monkeypatch: pytest.Monkey
     for key, setting in config.SETTINGS.items():
         if key.startswith("serve."):
             assert setting.env in text, setting.env
-    assert "MLSERVE_SERVE_METRICS_LABELS" in text and "Example:" in text
+    assert "MLSERVE_SERVE_METRICS_LABELS" in text and "MLSERVE_ADMIN_TOKEN" in text and "Examples:" in text
     monkeypatch.setenv("MLSERVE_SERVE_HTTP_PORT", "99999")
     r = cli("serve", "model.onnx")
     assert r.exit_code == exitcodes.USAGE and "99999" in r.stderr  # the env var is read
