@@ -271,9 +271,6 @@ class Repository:
         for handle in self.all_handles():
             precheck(handle.ref, None if handle.ref.path is not None else self._registry_for())
         if self.options.assignment_log is not None:
-            if not any(g.split.sticky for g in self.models.values()):
-                raise UsageError("--assignment-log logs requests by their sticky key, and no model has one",
-                                 hint="add --sticky-header NAME or --sticky-parameter NAME")
             AssignmentLog(self.options.assignment_log).close()  # it can be opened: checked before any bind
 
     def open_assignment_log(self) -> None:

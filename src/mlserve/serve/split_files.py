@@ -50,6 +50,9 @@ def build_splits(options: ServeOptions) -> dict[str, SplitSpec]:
     for name, spec in specs.items():
         for v in spec.variants:
             variant_ref(name, v.ref)
+    if options.assignment_log is not None and not any(spec.sticky for spec in specs.values()):
+        raise UsageError("--assignment-log logs requests by their sticky key, and no model has one",
+                         hint="add --sticky-header NAME or --sticky-parameter NAME")
     return specs
 
 
