@@ -127,6 +127,15 @@ def test_monotone_over_random_weight_changes_of_many_variants() -> None:
             assert all(x == changed for x, y in zip(before, after) if x != y), (weights, changed)  # only out of it
 
 
+def test_a_ramp_against_stable_with_a_third_variant_never_sends_keys_to_stable() -> None:
+    """canary up, stable down, b unchanged: keys go into the canary or leave stable; none goes to stable."""
+    before = _assign_all({"stable": 80, "canary": 10, "b": 10})
+    after = _assign_all({"stable": 70, "canary": 20, "b": 10})
+    moves = {(x, y) for x, y in zip(before, after) if x != y}
+    assert moves <= {("stable", "canary"), ("b", "canary"), ("stable", "b")} and ("stable", "canary") in moves
+    assert all(y == "canary" for x, y in zip(before, after) if x == "canary")
+
+
 def test_adding_a_variant_only_takes_keys_and_removing_one_only_gives_back_its_own() -> None:
     two = _assign_all({"stable": 90, "canary": 10})
     three = _assign_all({"stable": 90, "canary": 10, "b": 10})

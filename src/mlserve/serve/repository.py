@@ -25,7 +25,7 @@ import numpy as np
 
 from mlserve.errors import UsageError
 from mlserve.serve.assignment_log import AssignmentLog
-from mlserve.serve.batching import Batcher
+from mlserve.serve.batching import Batcher, ExecutorPool
 from mlserve.serve.errors import BadRequest, ModelNotFound, NotReady
 from mlserve.serve.metrics import ServerMetrics
 from mlserve.serve.options import ServeOptions
@@ -165,6 +165,7 @@ class ModelGroup:
     def __init__(self, name: str, split: Split) -> None:
         self.name = name
         self.split = split
+        self.pool: ExecutorPool | None = None  # the model's executor threads, shared by all its versions
 
     @property
     def primary(self) -> ModelHandle:
@@ -291,9 +292,13 @@ class Repository:
     def activate(self, handle: ModelHandle, artifact: Artifact, model: OnnxModel) -> LoadedVersion:
         loop = asyncio.get_running_loop()
         name = handle.name
+        group = self.models[name]
+        if group.pool is None:
+            group.pool = ExecutorPool(self.options.batching.instances, name)
         batcher = Batcher(model.run, batchable=model.batchable, options=self.options.batching, loop=loop,
                           observe=self.metrics.batch_observer(name, artifact.version),
-                          name=f"{name}-{handle.variant}-{artifact.version}", depth=self.metrics.queue_gauge(name))
+                          name=f"{name}-{handle.variant}-{artifact.version}", depth=self.metrics.queue_gauge(name),
+                          pool=group.pool)
         loaded = LoadedVersion(artifact, model, batcher, self.metrics.inflight_gauge(name), name=name,
                                variant=handle.variant)
         old = handle.active
@@ -413,6 +418,9 @@ class Repository:
                 await asyncio.wait_for(asyncio.gather(*(v.released.wait() for v in versions)), timeout)
             except asyncio.TimeoutError:
                 pass
+        pools = [g.pool for g in self.models.values() if g.pool is not None]
+        if pools:
+            await asyncio.get_running_loop().run_in_executor(None, lambda: [p.close(timeout) for p in pools])
         if self.assignments is not None:
             self.assignments.close()
 

@@ -34,14 +34,17 @@ import hashlib
 import math
 import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Context, Decimal
 from typing import Any, Sequence
+
+from mlserve.serve.errors import BadRequest
 
 SPLIT_VERSION = 1
 STABLE = "stable"
 CANARY = "canary"
 MAX_KEY_LENGTH = 1024
+MEMO_SIZE = 100_000  # keys whose variant a Router remembers (a router lives until the next weight change)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")  # an HTTP token (RFC 9110)
@@ -49,6 +52,9 @@ _PARAMETER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 _TIE = 1e-9
 _EXACT = Context(prec=50)
 _TWO_54 = Decimal(2 ** 54)
+_2_53 = 2.0 ** -53
+_sha256 = hashlib.sha256
+_log = math.log
 
 # fields of a split document: what a writer may send, and what GET adds (accepted back, ignored)
 _TOP = {"v", "model", "experiment", "salt", "sticky", "variants"}
@@ -70,6 +76,8 @@ class Sticky:
 
     header: str | None = None
     parameter: str | None = None
+    header_key: bytes | None = field(default=None, init=False, compare=False, repr=False)
+    """The header as ASGI and gRPC metadata spell it (lower case)."""
 
     def __post_init__(self) -> None:
         if self.header is not None and not _HEADER.match(self.header):
@@ -79,11 +87,7 @@ class Sticky:
                              "(letters, digits, '_', '.', '-'; at most 128)")
         if self.header is None and self.parameter is None:
             raise SplitError("sticky needs a header or a parameter")
-
-    @property
-    def header_key(self) -> bytes | None:
-        """The header as ASGI and gRPC metadata spell it (lower case)."""
-        return self.header.lower().encode("ascii") if self.header else None
+        object.__setattr__(self, "header_key", self.header.lower().encode("ascii") if self.header else None)
 
     def to_json(self) -> dict[str, Any]:
         return {"header": self.header, "parameter": self.parameter}
@@ -296,7 +300,7 @@ def _exact_score(weight: float, n: int) -> Decimal:
 class Router:
     """Immutable weights of one model's variants; picks a variant index per request (the hot path)."""
 
-    __slots__ = ("names", "weights", "total", "salt", "_cum", "_prefixes", "_last", "only")
+    __slots__ = ("names", "weights", "total", "salt", "_cum", "_prefixes", "_positive", "_last", "_memo", "only")
 
     def __init__(self, names: Sequence[str], weights: Sequence[float], salt: str) -> None:
         if len(names) != len(weights) or not names:
@@ -315,8 +319,10 @@ class Router:
             cum.append(acc)
         self._cum = cum
         self._prefixes = tuple(f"{salt}\n{name}\n".encode() for name in self.names)
+        self._positive = tuple((i, p, w) for i, (p, w) in enumerate(zip(self._prefixes, self.weights)) if w > 0)
         positive = [i for i, w in enumerate(self.weights) if w > 0]
         self._last = positive[-1]
+        self._memo: dict[str, int] = {}  # key -> index: users come back (a cache; emptied when full)
         self.only: int | None = positive[0] if len(positive) == 1 else None  # one variant takes everything
 
     def shares(self) -> tuple[float, ...]:
@@ -334,9 +340,28 @@ class Router:
         """The variant of ``key``: the same in every process and on every host (weighted rendezvous hashing)."""
         if self.only is not None:
             return self.only
+        memo = self._memo
+        known = memo.get(key)
+        if known is not None:
+            return known
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[key] = index = self._hash(key)
+        return index
+
+    def _hash(self, key: str) -> int:
         data = key.encode("utf-8")
-        units = [(i, _unit(prefix, data)) for i, (prefix, w) in enumerate(zip(self._prefixes, self.weights)) if w > 0]
-        return pick(self.weights, units)
+        best_i, best, second = -1, -1.0, -1.0
+        for i, prefix, w in self._positive:
+            n = int.from_bytes(_sha256(prefix + data).digest()[:8], "big") >> 11
+            score = w / -_log((n + 0.5) * _2_53)
+            if score > best:
+                best_i, best, second = i, score, best
+            elif score > second:
+                second = score
+        if second < best * (1 - _TIE):
+            return best_i
+        return pick(self.weights, [(i, _unit(prefix, data)) for i, prefix, _ in self._positive])  # a near tie
 
 
 def pick(weights: Sequence[float], units: Sequence[tuple[int, int]]) -> int:
@@ -361,8 +386,6 @@ def assign(key: str, weights: dict[str, float], salt: str) -> str:
 
 def normalize_key(value: Any, what: str) -> str | None:
     """A sticky key as text: a string or an integer; empty means none (the request is assigned by weight)."""
-    from mlserve.serve.errors import BadRequest
-
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise BadRequest(f"{what} is the sticky key: a string or an integer, got {type(value).__name__}")
     text = value if isinstance(value, str) else str(value)
