@@ -16,7 +16,14 @@ Servers, all started at once and measured in turn, round after round (interleave
 
 Figures: each server's requests/s over ``single``'s and over ``apart``'s in the same round (the median
 of the rounds, and their range), server CPU per request. Two versions cost more than one whether or not
-mlserve splits them (two weight sets in the CPU's caches, smaller batches); ``apart`` shows that part.
+mlserve splits them (a second, smaller batch per round of requests); ``apart`` shows that part.
+
+Then, with ``--in-process`` (default on; ``--no-in-process`` skips it), the split's own work without the
+network's noise: the server's REST application driven in this process (16 requests at a time, the
+same JSON bodies, no sockets), CPU microseconds per request for ``single``, ``idle-canary`` (a canary
+at weight 0: the split's code on every request, one busy version), ``random-90/10``,
+``sticky-90/10`` (10,000 users coming back) and ``sticky-new-users`` (a new key on every request:
+every one hashed), in interleaved rounds.
 
     flock /tmp/mlserve-bench.lock python benchmarks/bench_split.py
     flock /tmp/mlserve-bench.lock python benchmarks/bench_split.py --models mlp --rounds 3 --concurrency 16
@@ -96,6 +103,7 @@ def main() -> None:
     ap.add_argument("--concurrency", default="16,1")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    ap.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -136,19 +144,102 @@ def main() -> None:
                                      "rps": doc["rps"], "p50_ms": doc["p50"], "p99_ms": doc["p99"],
                                      "errors": doc["errors"],
                                      "cpu_ms": used * 1000 / doc["requests"] if doc["requests"] else float("nan")})
-                        print(f"{model} c={c:<3d} round {r} {s.name:17s} {doc['rps']:8.0f} req/s  p50 {doc['p50']:7.3f} "
+                        print(f"{model} c={c:<3d} round {r} {s.name:17s} {doc['rps']:8.0f} req/s  "
+                              f"p50 {doc['p50']:7.3f} "
                               f"ms  p99 {doc['p99']:7.3f} ms  cpu {rows[-1]['cpu_ms']:6.3f} ms/req  "
                               f"errors {doc['errors']}", flush=True)
         finally:
             for s, _ in running:
                 s.stop()
         summary.update(_summarize(rows, model, names, levels))
+    inproc = _in_process(work, args.rounds) if args.in_process else {}
     log_lines = sum(sum(1 for _ in p.open()) for p in work.glob("*-log.jsonl"))
     print(f"\n# assignment logs: {log_lines} lines (one per user and variant)")
     print(f"# load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "summary": summary, "load_before": load}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "summary": summary, "in_process": inproc, "load_before": load},
+                                        indent=1))
     shutil.rmtree(work, ignore_errors=True)
+
+
+IN_PROCESS = {  # name: (ServeOptions fields, how many distinct users)
+    "single": ({}, 10_000),
+    "idle-canary": ({"canary": "mlp@staging", "canary_weight": 0.0, "sticky_header": "X-User-Id"}, 10_000),
+    "random-90/10": ({"canary": "mlp@staging", "canary_weight": 10.0}, 10_000),
+    "sticky-90/10": ({"canary": "mlp@staging", "canary_weight": 10.0, "sticky_header": "X-User-Id"}, 10_000),
+    "sticky-new-users": ({"canary": "mlp@staging", "canary_weight": 10.0, "sticky_header": "X-User-Id"}, 0),
+}
+
+
+def _in_process(work: Path, rounds: int, requests: int = 16_000) -> dict:
+    """CPU per request of the REST application itself (mlp), each configuration in turn, round after round."""
+    import asyncio
+    import time
+
+    import uvloop
+
+    from mlserve.serve.options import ServeOptions
+    from mlserve.serve.protocol.rest import RestApp
+    from mlserve.serve.state import ServerState
+
+    body = (work / "mlp.json").read_bytes()
+    counter = {"n": 0}
+
+    async def measure(fields: dict, users: int) -> float:
+        options = ServeOptions(refs=("mlp@production",), registry=work / "registry", threads=1, **fields)
+        state = ServerState(options, lambda *a, **k: None)
+        state.repo.precheck()
+        await state.repo.start()
+        app = RestApp(state)
+
+        async def send(message: dict) -> None:
+            pass
+
+        async def one() -> None:
+            counter["n"] += 1
+            user = counter["n"] % users if users else counter["n"]
+            scope = {"type": "http", "method": "POST", "path": "/v2/models/mlp/infer",
+                     "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
+                                 (b"content-length", str(len(body)).encode()), (b"x-user-id", f"user-{user}".encode())]}
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> dict:
+                if messages:
+                    return messages.pop()
+                await asyncio.sleep(3600)  # the client stays: no disconnect
+                return {"type": "http.disconnect"}
+
+            await app(scope, receive, send)
+
+        for _ in range(50):
+            await asyncio.gather(*(one() for _ in range(16)))
+        cpu = time.process_time()
+        for _ in range(requests // 16):
+            await asyncio.gather(*(one() for _ in range(16)))
+        used = time.process_time() - cpu
+        await state.repo.release(5)
+        return used / requests * 1e6
+
+    results: dict[str, list[float]] = {name: [] for name in IN_PROCESS}
+
+    async def main() -> None:
+        for _ in range(rounds):
+            for name, (fields, users) in IN_PROCESS.items():
+                results[name].append(await measure(fields, users))
+
+    uvloop.run(main())
+    print("\n# in process (the REST application, no sockets), mlp, 16 requests at a time: CPU us per request, "
+          "median [min, max] of the rounds, and over 'single' per round")
+    out = {}
+    for name, values in results.items():
+        ratios = [v / b for v, b in zip(values, results["single"])]
+        out[name] = {"cpu_us": _stats(values), "vs_single": _stats(ratios)}
+        print(f"  {name:17s} {_fmt_us(out[name]['cpu_us'])}  x{_fmt(out[name]['vs_single'])}")
+    return out
+
+
+def _fmt_us(s: dict) -> str:
+    return f"{s['median']:6.1f} [{s['min']:.1f}, {s['max']:.1f}] us"
 
 
 def _ratios(mine: list[dict], base: dict[int, dict]) -> list[float]:

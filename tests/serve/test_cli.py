@@ -150,3 +150,17 @@ def test_serves_on_cuda(tmp_path: Path, model_files) -> None:  # noqa: ANN001
         assert srv.post("/v2/models/mlp/infer", body)[0] == 200
         loaded = [e for e in srv.log_events() if e.get("event") == "model_loaded"]
         assert loaded[0]["providers"][0] == "CUDAExecutionProvider"
+
+
+def test_the_admin_token_is_never_shown(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    secret = "do-not-print-this-token-42"
+    monkeypatch.setenv("MLSERVE_ADMIN_TOKEN", secret)
+    for args in (["config"], ["config", "--json"], ["serve", "--help"], ["--help"]):
+        r = cli(*args)
+        assert r.exit_code == 0, r.output
+        assert secret not in r.stdout and secret not in r.stderr, args
+    r = cli("serve", "model.onnx", "--admin-token", "short-secret")  # refused: the message names no token
+    assert r.exit_code == exitcodes.USAGE and "short-secret" not in r.stderr
+    from mlserve.serve.options import ServeOptions
+
+    assert secret not in repr(ServeOptions(refs=("m.onnx",), admin_token=secret))
