@@ -16,9 +16,10 @@ import time
 from typing import Any, Callable
 
 from mlserve.serve.errors import RequestError
-from mlserve.serve.repository import ModelGroup, ModelHandle, Repository, Split
-from mlserve.serve.split_files import variant_ref
+from mlserve.serve.repository import Repository
 from mlserve.serve.split import SPLIT_VERSION, SplitError, SplitSpec, SplitUpdate, Sticky, VariantSpec, apply_update
+from mlserve.serve.split_files import variant_ref
+from mlserve.serve.variants import ModelGroup, ModelHandle, Split
 
 
 class Conflict(RequestError):

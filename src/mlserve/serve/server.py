@@ -61,7 +61,7 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                         hint="choose another --http-port / --grpc-port, or stop what uses it") from None
+                         hint="choose another --http-port / --grpc-port / --admin-port, or stop what uses it") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock

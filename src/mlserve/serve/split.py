@@ -151,9 +151,9 @@ def _sticky(value: Any) -> Sticky | None:
     if unknown:
         raise SplitError(f"sticky has unknown field(s) {', '.join(unknown)} (it takes header and parameter)")
     header, parameter = value.get("header"), value.get("parameter")
-    for field, item in (("sticky.header", header), ("sticky.parameter", parameter)):
+    for what, item in (("sticky.header", header), ("sticky.parameter", parameter)):
         if item is not None and not isinstance(item, str):
-            raise SplitError(f"{field} must be a string or null")
+            raise SplitError(f"{what} must be a string or null")
     return Sticky(header=header or None, parameter=parameter or None)
 
 
@@ -215,9 +215,9 @@ def parse_update(doc: Any, *, extra: frozenset[str] = frozenset()) -> SplitUpdat
     if model is not None and not isinstance(model, str):
         raise SplitError("model must be a string")
     weights, refs = doc.get("weights", {}), doc.get("refs", {})
-    for field, value in (("weights", weights), ("refs", refs)):
+    for what, value in (("weights", weights), ("refs", refs)):
         if not isinstance(value, dict):
-            raise SplitError(f"{field} must be an object {{variant: value}}")
+            raise SplitError(f"{what} must be an object {{variant: value}}")
     if not weights and not refs:
         raise SplitError('an update needs weights or refs, e.g. {"weights": {"canary": 20, "stable": 80}}')
     out_w = {check_name(k, "weights: variant"): check_weight(w, f"weights.{k}") for k, w in weights.items()}
