@@ -346,10 +346,11 @@ def test_admin_changes_are_versioned_idempotent_and_all_or_nothing(tmp_path: Pat
         assert srv.admin("POST", "/v2/mlserve/split/mlp", b"{not json")[0] == 400
         _, _, now = srv.admin("GET", "/v2/mlserve/split/mlp")
         assert now["revision"] == 3 and [v["version"] for v in now["variants"]] == ["1", "3"]
-        # remove the canary: PUT with stable alone; its session is released once idle
+        # remove the canary: PUT with stable alone (sticky unset: the command line's); released once idle
         status, _, doc = srv.admin("PUT", "/v2/mlserve/split/mlp", {"variants": [
-            {"name": "stable", "ref": "mlp@production", "weight": 1}], "sticky": {"header": "X-User-Id"}})
+            {"name": "stable", "ref": "mlp@production", "weight": 1}]})
         assert status == 200 and doc["revision"] == 4 and [v["name"] for v in doc["variants"]] == ["stable"]
+        assert doc["sticky"] == {"header": "X-User-Id", "parameter": None} and doc["experiment"] == "mlp"
         assert {_versions_by_key(srv, KEYS[:50])[k] for k in KEYS[:50]} == {("stable", "1")}
         assert srv.post("/v2/models/mlp/versions/3/infer", BODY.encode())[0] == 404
         text = srv.metrics()

@@ -17,8 +17,17 @@ from typing import Any, Callable
 
 from mlserve.serve.errors import RequestError
 from mlserve.serve.repository import Repository
-from mlserve.serve.split import SPLIT_VERSION, SplitError, SplitSpec, SplitUpdate, Sticky, VariantSpec, apply_update
-from mlserve.serve.split_files import variant_ref
+from mlserve.serve.split import (
+    SPLIT_VERSION,
+    SplitError,
+    SplitSpec,
+    SplitUpdate,
+    Sticky,
+    VariantSpec,
+    apply_update,
+    with_defaults,
+)
+from mlserve.serve.split_files import command_line_sticky, variant_ref
 from mlserve.serve.variants import ModelGroup, ModelHandle, Split
 
 
@@ -70,8 +79,10 @@ class SplitControl:
 
     async def replace(self, name: str, spec: SplitSpec, expect_revision: int | None, who: str = ""
                       ) -> tuple[dict, bool]:
-        """Make the split exactly ``spec`` (PUT); unset experiment/salt/sticky are the defaults."""
+        """Make the split exactly ``spec`` (PUT); unset sticky/experiment: the command line's (as for a file)."""
         group = self.repo.group(name)
+        options = self.repo.options
+        spec = with_defaults(spec, command_line_sticky(options), options.experiment)
         experiment = spec.experiment_for(name)
         return await self._apply(group, spec.variants, experiment, spec.salt or experiment, spec.sticky,
                                  expect_revision, who)

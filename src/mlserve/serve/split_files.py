@@ -22,13 +22,18 @@ def variant_ref(model: str, text: str) -> ModelRef:
     return ref
 
 
-def build_splits(options: ServeOptions) -> dict[str, SplitSpec]:
-    """Every served model's split, from the REFs, --canary and --split files (a bad one is a usage error)."""
+def command_line_sticky(options: ServeOptions) -> Sticky | None:
+    """``--sticky-header`` / ``--sticky-parameter``: the sticky key of a split that does not name its own."""
     try:
-        sticky = (Sticky(options.sticky_header, options.sticky_parameter)
-                  if options.sticky_header or options.sticky_parameter else None)
+        return (Sticky(options.sticky_header, options.sticky_parameter)
+                if options.sticky_header or options.sticky_parameter else None)
     except SplitError as exc:
         raise UsageError(f"--sticky-header/--sticky-parameter: {exc}") from None
+
+
+def build_splits(options: ServeOptions) -> dict[str, SplitSpec]:
+    """Every served model's split, from the REFs, --canary and --split files (a bad one is a usage error)."""
+    sticky = command_line_sticky(options)
     specs: dict[str, SplitSpec] = {}
     texts: dict[str, str] = {}
     for text in options.refs:
