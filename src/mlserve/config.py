@@ -124,6 +124,15 @@ SETTINGS: dict[str, Setting] = {
                 lambda: 1.0, "number"),
         Setting("serve.access_log", "MLSERVE_SERVE_ACCESS_LOG", "one JSON line per request on stderr", lambda: False,
                 "bool"),
+        # mlserve serve's traffic split and admin endpoint (docs/serve.md, "Traffic splitting")
+        Setting("serve.sticky_header", "MLSERVE_SERVE_STICKY_HEADER", "header holding the sticky key of a request",
+                lambda: None),
+        Setting("serve.sticky_parameter", "MLSERVE_SERVE_STICKY_PARAMETER", "OIP request parameter holding the "
+                "sticky key", lambda: None),
+        Setting("serve.assignment_log", "MLSERVE_SERVE_ASSIGNMENT_LOG", "JSON-lines file of split assignments",
+                lambda: None, "path"),
+        Setting("serve.admin_host", "MLSERVE_SERVE_ADMIN_HOST", "address of the admin endpoint", lambda: "127.0.0.1"),
+        Setting("serve.admin_port", "MLSERVE_SERVE_ADMIN_PORT", "port of the admin endpoint", lambda: 8002, "integer"),
     ]
 }
 
@@ -143,6 +152,8 @@ ENVIRONMENT: list[EnvVar] = [
     EnvVar("NO_COLOR", "set to anything to print no colours"),
     EnvVar("GITHUB_RUN_ID", "rollout: names the CI job holding a rollout's Lease (also CI_JOB_ID, BUILD_ID)"),
     EnvVar("MLSERVE_SERVE_METRICS_LABELS", "mlserve serve: constant metric labels, KEY=VALUE separated by spaces"),
+    EnvVar("MLSERVE_ADMIN_TOKEN", "mlserve serve: the admin endpoint's bearer token (a secret: no config key, never "
+                                  "shown by 'mlserve config')"),
 ]
 """Environment variables that are not settings (settings add their own, see :func:`environment`)."""
 

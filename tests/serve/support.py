@@ -18,18 +18,23 @@ from helpers.prometheus import free_port
 
 class ServerProcess:
     def __init__(self, refs: list[str], workdir: Path, *args: str, registry: Path | None = None,
-                 env: dict[str, str] | None = None, wait_ready: bool = True, grpc: bool = True) -> None:
+                 env: dict[str, str] | None = None, wait_ready: bool = True, grpc: bool = True,
+                 admin_token: str | None = None) -> None:
         self.http_port = free_port()
         self.grpc_port = free_port() if grpc else 0
+        self.admin_port = free_port()
+        self.admin_token = admin_token
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = workdir / f"serve-{self.http_port}.err"
         self.stdout_path = workdir / f"serve-{self.http_port}.out"
         cmd = [sys.executable, "-m", "mlserve", "serve", *refs, "--http-port", str(self.http_port),
-               "--grpc-port", str(self.grpc_port), *args]
+               "--grpc-port", str(self.grpc_port), "--admin-port", str(self.admin_port), *args]
         if registry is not None:
             cmd += ["--registry", str(registry)]
         full_env = {**os.environ, **(env or {})}
+        if admin_token is not None:  # through the environment, as the docs advise: never on the command line
+            full_env["MLSERVE_ADMIN_TOKEN"] = admin_token
         self._err = self.stderr_path.open("wb")
         self._out = self.stdout_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=full_env)
@@ -85,6 +90,19 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"server not ready within {timeout}s:\n{self.stderr()[-3000:]}")
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def admin(self, method: str, path: str = "/v2/mlserve/split", doc: Any = None, token: str | None = "",
+              timeout: float = 60) -> tuple[int, dict[str, str], Any]:
+        """An admin request with this server's token (``token=None``: none; another string: that one)."""
+        token = self.admin_token if token == "" else token
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        data = None if doc is None else (doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+        status, hdrs, raw = request(method, self.admin_url + path, data, headers, timeout=timeout)
+        return status, hdrs, json.loads(raw) if raw else None
 
     def metrics(self) -> str:
         return self.get("/metrics")[2].decode()

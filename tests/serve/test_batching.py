@@ -199,3 +199,48 @@ def test_disconnected_client_frees_its_queue_slot(tmp_path, model_files) -> None
         assert status == 200, raw  # their places were freed
         busy.close()
         assert metric_value(srv.metrics(), "http_requests_total", model="slow", code="499") == 2
+
+
+def test_the_versions_of_a_model_share_its_executor_threads_first_come_first_served(model_files) -> None:  # noqa: ANN001
+    """Two versions (two real sessions) on one pool of one thread: no thread of their own, the oldest request
+    of either queue runs first, each answer comes from its own version, and retiring one leaves the other."""
+    from mlserve.serve.batching import ExecutorPool
+
+    models = {v: OnnxModel(model_files[f], threads=1) for v, f in (("a", "mlp"), ("b", "mlp_b"))}
+    order: list[str] = []
+    hold = threading.Event()
+
+    def runner(tag: str):  # noqa: ANN202
+        def run(feeds, outputs):  # noqa: ANN001, ANN202
+            hold.wait(10)
+            order.append(tag)
+            return models[tag].run(feeds, outputs)
+        return run
+
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((1, 256)).astype(np.float32) for _ in range(6)]
+    tags = ["a", "b", "a", "b", "b", "a"]
+
+    async def main() -> list:
+        loop = asyncio.get_running_loop()
+        before = threading.active_count()
+        pool = ExecutorPool(1, "mlp")
+        opts = BatchingOptions(max_batch_size=1)
+        batchers = {t: Batcher(runner(t), batchable=True, options=opts, loop=loop, pool=pool) for t in ("a", "b")}
+        assert threading.active_count() == before + 1  # the pool's one thread, none per version
+        futures = [batchers[t].submit({"x": x}, 1, _key({"x": x}), None) for t, x in zip(tags, xs)]
+        await asyncio.sleep(0.05)
+        hold.set()
+        results = await asyncio.gather(*futures)
+        batchers["a"].close()
+        after = await batchers["b"].submit({"x": xs[0]}, 1, _key({"x": xs[0]}), None)
+        batchers["b"].close()
+        pool.close()
+        return [*results, after]
+
+    results = asyncio.run(main())
+    assert order == [*tags, "b"]  # first come, first served across the two queues
+    for t, x, (out,) in zip([*tags, "b"], [*xs, xs[0]], results):
+        want = ort.InferenceSession(str(model_files["mlp" if t == "a" else "mlp_b"]),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)

@@ -37,7 +37,9 @@ def _probe(tmp_path: Path, args: list[str]) -> tuple[subprocess.CompletedProcess
 @pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["deploy", "manifests", "--help"], ["list"],
                                   ["serve", "bad name@x"], ["serve", "m.onnx", "--http-port", "70000"],
                                   ["serve", "m.onnx", "--metrics-label", "code=1"],
-                                  ["serve", "m.onnx", "--max-batch-size", "0"]])
+                                  ["serve", "m.onnx", "--max-batch-size", "0"],
+                                  ["serve", "m.onnx", "--canary", "m2.onnx", "--canary-weight", "500"],
+                                  ["serve", "--split", "missing.json"]])
 def test_serving_libraries_load_only_when_a_server_starts(tmp_path: Path, args: list[str]) -> None:
     proc, loaded = _probe(tmp_path, args)
     assert loaded == [], f"mlserve {' '.join(args)} imported {loaded}"
@@ -53,6 +55,18 @@ def test_serving_libraries_load_only_when_a_server_starts(tmp_path: Path, args: 
     (["--drain-timeout", "-1"], "--drain-timeout"),
     (["--device", "tpu"], "--device"),
     (["--workers", "0"], "--workers 0"),
+    (["b.onnx", "--canary", "c.onnx"], "exactly one REF"),
+    (["--canary", "c.onnx", "--canary-weight", "150"], "0 to 100"),
+    (["--canary", "other@staging"], "not of 'model'"),
+    (["--canary", "c.onnx", "--split", "s.json"], "do not go together"),
+    (["--sticky-header", "X User"], "not an HTTP header"),
+    (["--sticky-parameter", "1x"], "not a usable parameter"),
+    (["--experiment", "e", "b.onnx"], "one served model"),
+    (["--assignment-log", "a.jsonl"], "sticky key"),
+    (["--admin-token", "short"], "at least 16"),
+    (["--admin-token", "x" * 20, "--workers", "2"], "one server process"),
+    (["--admin-token", "x" * 20, "--admin-port", "8000"], "already the REST or gRPC port"),
+    (["--admin-port", "70000"], "--admin-port 70000"),
 ])
 def test_bad_options_are_usage_errors(cli, extra: list[str], words: str) -> None:  # noqa: ANN001
     result = cli("serve", "model.onnx", *extra)
@@ -69,12 +83,36 @@ def test_bad_refs(cli, tmp_path: Path) -> None:  # noqa: ANN001
     assert r.exit_code == exitcodes.USAGE and "both be served as model 'a'" in r.stderr
 
 
+def test_bad_split_files(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    r = cli("serve", "--split", str(tmp_path / "missing.json"))
+    assert r.exit_code == exitcodes.NOT_FOUND and "no such file" in r.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    r = cli("serve", "--split", str(bad))
+    assert r.exit_code == exitcodes.USAGE and "not valid JSON" in r.stderr and r.stderr.count("\n") == 1
+    bad.write_text(json.dumps({"variants": [{"name": "a", "ref": "m:1", "weight": 0}]}))
+    r = cli("serve", "--split", str(bad))
+    assert r.exit_code == exitcodes.USAGE and "weight above 0" in r.stderr and str(bad) in r.stderr
+    bad.write_text(json.dumps({"variants": [{"name": "a", "ref": "m:1", "weight": 1}, {"name": "b", "ref": "n:1",
+                                                                                       "weight": 1}]}))
+    r = cli("serve", "--split", str(bad))
+    assert r.exit_code == exitcodes.USAGE and "not of 'm'" in r.stderr
+    ok = tmp_path / "m.json"
+    ok.write_text(json.dumps({"variants": [{"name": "a", "ref": "m:1", "weight": 1}]}))
+    r = cli("serve", "m:2", "--split", str(ok))
+    assert r.exit_code == exitcodes.USAGE and "given twice" in r.stderr
+    toml = tmp_path / "m.toml"
+    toml.write_text("variants = [")
+    r = cli("serve", "--split", str(toml))
+    assert r.exit_code == exitcodes.USAGE and "not valid TOML" in r.stderr
+
+
 def test_env_vars_are_settings_and_shown_in_help(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     text = cli("serve", "--help").stdout
     for key, setting in config.SETTINGS.items():
         if key.startswith("serve."):
             assert setting.env in text, setting.env
-    assert "MLSERVE_SERVE_METRICS_LABELS" in text and "Example:" in text
+    assert "MLSERVE_SERVE_METRICS_LABELS" in text and "MLSERVE_ADMIN_TOKEN" in text and "Examples:" in text
     monkeypatch.setenv("MLSERVE_SERVE_HTTP_PORT", "99999")
     r = cli("serve", "model.onnx")
     assert r.exit_code == exitcodes.USAGE and "99999" in r.stderr  # the env var is read
@@ -112,3 +150,17 @@ def test_serves_on_cuda(tmp_path: Path, model_files) -> None:  # noqa: ANN001
         assert srv.post("/v2/models/mlp/infer", body)[0] == 200
         loaded = [e for e in srv.log_events() if e.get("event") == "model_loaded"]
         assert loaded[0]["providers"][0] == "CUDAExecutionProvider"
+
+
+def test_the_admin_token_is_never_shown(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    secret = "do-not-print-this-token-42"
+    monkeypatch.setenv("MLSERVE_ADMIN_TOKEN", secret)
+    for args in (["config"], ["config", "--json"], ["serve", "--help"], ["--help"]):
+        r = cli(*args)
+        assert r.exit_code == 0, r.output
+        assert secret not in r.stdout and secret not in r.stderr, args
+    r = cli("serve", "model.onnx", "--admin-token", "short-secret")  # refused: the message names no token
+    assert r.exit_code == exitcodes.USAGE and "short-secret" not in r.stderr
+    from mlserve.serve.options import ServeOptions
+
+    assert secret not in repr(ServeOptions(refs=("m.onnx",), admin_token=secret))

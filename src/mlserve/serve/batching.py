@@ -9,6 +9,12 @@ request runs alone at once: batching costs nothing there.
 
 The event loop calls :meth:`Batcher.submit` and awaits the future; executors run ONNX Runtime (which
 releases the GIL) and hand each finished batch back with one ``call_soon_threadsafe``.
+
+The executor threads belong to an :class:`ExecutorPool`, one per served model: the queues of every
+version the model holds (its split's variants, the old and new version of a hot swap) share the
+model's ``--instances`` threads, and a free thread takes the queue whose oldest request waited
+longest. Two versions of a model thus never add threads (on a small machine, more threads than cores
+cost more in switching than a second queue does).
 """
 
 from __future__ import annotations
@@ -54,10 +60,73 @@ class Pending:
 BatchObserver = Callable[[int, float, float], None]  # (rows, queue seconds of the oldest, compute seconds)
 
 
+class ExecutorPool:
+    """Executor threads shared by several batchers (the versions of one model); one lock for all their queues."""
+
+    def __init__(self, instances: int = 1, name: str = "model") -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self._batchers: list[Batcher] = []
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"mlserve-exec-{name}-{i}", daemon=True)
+                         for i in range(max(1, instances))]
+        for t in self._threads:
+            t.start()
+
+    def wake(self) -> None:
+        """A request was queued (cond held): one thread suffices, unless some may be waiting on another
+        queue's --max-queue-delay and would go back to sleep."""
+        if len(self._threads) == 1:
+            self.cond.notify()
+        else:
+            self.cond.notify_all()
+
+    def add(self, batcher: "Batcher") -> None:
+        with self.cond:
+            self._batchers.append(batcher)
+
+    def _next(self) -> "Batcher | None":
+        """The batcher whose oldest request waited longest (cond held); closed, empty batchers leave."""
+        best = None
+        for b in self._batchers:
+            if b._queue and (best is None or b._queue[0].enqueued < best._queue[0].enqueued):
+                best = b
+        if best is None and any(b._closed for b in self._batchers):
+            self._batchers = [b for b in self._batchers if not b._closed]
+        return best
+
+    def _work(self) -> None:
+        while True:
+            with self.cond:
+                while True:
+                    batcher = self._next()
+                    if batcher is not None:
+                        break
+                    if self._closed:
+                        return
+                    self.cond.wait()
+                batch = batcher._form()
+                batcher._running += 1
+            try:
+                batcher._finish(batch)
+            finally:
+                with self.cond:
+                    batcher._running -= 1
+                    self.cond.notify_all()  # a close() may wait for this run
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the threads once every queue is empty."""
+        with self.cond:
+            self._closed = True
+            self.cond.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+
+
 class Batcher:
     def __init__(self, run: Callable[[dict[str, np.ndarray], list[str] | None], list[np.ndarray]], *,
                  batchable: bool, options: BatchingOptions, loop: asyncio.AbstractEventLoop,
-                 observe: BatchObserver | None = None, name: str = "model", depth: Any = None) -> None:
+                 observe: BatchObserver | None = None, name: str = "model", depth: Any = None,
+                 pool: ExecutorPool | None = None) -> None:
         self._run = run
         self._batchable = batchable and options.max_batch_size > 1
         self.options = options
@@ -65,12 +134,12 @@ class Batcher:
         self._observe = observe
         self._depth = depth  # a gauge (prometheus-client child) of the queue's length, or None
         self._queue: collections.deque[Pending] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"mlserve-exec-{name}-{i}", daemon=True)
-                         for i in range(max(1, options.instances))]
-        for t in self._threads:
-            t.start()
+        self._running = 0  # batches taken and not yet delivered
+        self._own_pool = pool is None  # without a shared pool, a pool of its own
+        self._pool = pool or ExecutorPool(options.instances, name)
+        self._cond = self._pool.cond
+        self._pool.add(self)
 
     # ---------------------------------------------------------------- event-loop side
 
@@ -87,7 +156,7 @@ class Batcher:
             if len(self._queue) >= self.options.max_queue:
                 raise Overloaded(f"the queue is full ({self.options.max_queue} requests waiting; see --max-queue)")
             self._queue.append(item)
-            self._cond.notify()
+            self._pool.wake()
             if self._depth is not None:
                 self._depth.set(len(self._queue))
         if self.options.request_timeout > 0:
@@ -122,55 +191,48 @@ class Batcher:
 
     # ---------------------------------------------------------------- executor side
 
-    def _take(self) -> list[Pending] | None:
-        with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            first = self._queue.popleft()
-            first.taken = True
-            batch = [first]
-            if not self._batchable:
-                return batch
-            rows = first.rows
-            limit = self.options.max_batch_size
-            deadline = first.enqueued + self.options.max_queue_delay
-            while rows < limit:
-                if not self._queue:
-                    wait = deadline - time.perf_counter()
-                    if wait <= 0 or self._closed:
-                        break
-                    self._cond.wait(wait)
-                    continue
-                nxt = self._queue[0]
-                if nxt.key != first.key or rows + nxt.rows > limit:
-                    break  # first come, first served: an incompatible request ends the batch
-                self._queue.popleft()
-                nxt.taken = True
-                batch.append(nxt)
-                rows += nxt.rows
+    def _form(self) -> list[Pending]:
+        """Take the next batch (the pool's lock held, the queue not empty)."""
+        first = self._queue.popleft()
+        first.taken = True
+        batch = [first]
+        if not self._batchable:
             return batch
-
-    def _work(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            if self._depth is not None:
-                self._depth.set(len(self._queue))
-            batch = [item for item in batch if not item.future.done()]
-            if not batch:
+        rows = first.rows
+        limit = self.options.max_batch_size
+        deadline = first.enqueued + self.options.max_queue_delay
+        while rows < limit:
+            if not self._queue:
+                wait = deadline - time.perf_counter()
+                if wait <= 0 or self._closed:
+                    break
+                self._cond.wait(wait)
                 continue
-            started = time.perf_counter()
-            results = self._execute(batch)
-            done = time.perf_counter()
-            if self._observe is not None:
-                self._observe(sum(i.rows for i in batch), started - batch[0].enqueued, done - started)
-            try:
-                self._loop.call_soon_threadsafe(self._deliver, batch, results)
-            except RuntimeError:  # the loop is closed: nobody waits for these any more
-                return
+            nxt = self._queue[0]
+            if nxt.key != first.key or rows + nxt.rows > limit:
+                break  # first come, first served: an incompatible request ends the batch
+            self._queue.popleft()
+            nxt.taken = True
+            batch.append(nxt)
+            rows += nxt.rows
+        return batch
+
+    def _finish(self, batch: list[Pending]) -> None:
+        """Run a batch taken by :meth:`_form` (no lock held) and hand its results to the event loop."""
+        if self._depth is not None:
+            self._depth.set(len(self._queue))
+        batch = [item for item in batch if not item.future.done()]
+        if not batch:
+            return
+        started = time.perf_counter()
+        results = self._execute(batch)
+        done = time.perf_counter()
+        if self._observe is not None:
+            self._observe(sum(i.rows for i in batch), started - batch[0].enqueued, done - started)
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, batch, results)
+        except RuntimeError:  # the loop is closed: nobody waits for these any more
+            pass
 
     def _execute(self, batch: list[Pending]) -> list[Any]:
         if len(batch) == 1:
@@ -205,9 +267,15 @@ class Batcher:
     # ---------------------------------------------------------------- shutdown
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the executors after what is queued has run."""
+        """Take no more requests; return once what is queued has run (a pool of its own then stops)."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        for t in self._threads:
-            t.join(timeout)
+            while self._queue or self._running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        if self._own_pool:
+            self._pool.close(max(0.0, deadline - time.monotonic()))

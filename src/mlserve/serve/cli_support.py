@@ -23,7 +23,7 @@ def build_options(p: dict[str, Any]) -> ServeOptions:
         request_timeout=r("serve.request_timeout", p["request_timeout"]),
     )
     options = ServeOptions(
-        refs=tuple(p["refs"]),
+        refs=tuple(p["refs"] or ()),
         registry=config.resolve("registry", p["registry"]),
         host=r("serve.host", p["host"]),
         http_port=r("serve.http_port", p["http_port"]),
@@ -39,12 +39,21 @@ def build_options(p: dict[str, Any]) -> ServeOptions:
         metrics_labels=parse_metrics_labels(list(p["metrics_label"] or [])),
         access_log=bool(r("serve.access_log", p["access_log"])),
         allow_non_finite=bool(p["allow_non_finite"]),
+        canary=p["canary"],
+        canary_weight=p["canary_weight"],
+        split_files=tuple(p["split"] or ()),
+        sticky_header=r("serve.sticky_header", p["sticky_header"]),
+        sticky_parameter=r("serve.sticky_parameter", p["sticky_parameter"]),
+        experiment=p["experiment"],
+        assignment_log=r("serve.assignment_log", p["assignment_log"]),
+        admin_token=p["admin_token"] or None,
+        admin_host=r("serve.admin_host", p["admin_host"]),
+        admin_port=r("serve.admin_port", p["admin_port"]),
     )
     options.check()
-    from mlserve.serve.sources import parse_model_ref
+    from mlserve.serve.split_files import build_splits
 
-    for ref in options.refs:
-        parse_model_ref(ref)
+    build_splits(options)  # every REF parsed, every split file read: a typo fails before anything loads
     return options
 
 
@@ -54,8 +63,10 @@ def serve_logger() -> Any:
     return JsonLog(sys.stderr)
 
 
-def print_listening(http_url: str, grpc_url: str | None) -> None:
+def print_listening(http_url: str, grpc_url: str | None, admin_url: str | None = None) -> None:
     print(f"serving REST (Open Inference Protocol v2, /predict, /metrics) on {http_url}", file=sys.stderr)
     if grpc_url:
         print(f"serving gRPC (inference.GRPCInferenceService) on {grpc_url}", file=sys.stderr, flush=True)
+    if admin_url:
+        print(f"admin endpoint (/v2/mlserve/split, bearer token) on {admin_url}", file=sys.stderr, flush=True)
     sys.stderr.flush()

@@ -18,7 +18,8 @@ STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-RESERVED = {"code", "model", "version", "protocol", "sha256", "result", "le", "quantile"}
+RESERVED = {"code", "model", "version", "protocol", "sha256", "result", "le", "quantile", "variant", "experiment",
+            "assigned_by"}
 
 
 def parse_metrics_labels(items: list[str]) -> dict[str, str]:
@@ -63,9 +64,10 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("http_requests", "Inference requests answered, by status code (gRPC calls as their "
-                                "HTTP equivalent).", c + ["code", "model", "version", "protocol"], registry=r)
+                                "HTTP equivalent).", c + ["code", "model", "version", "protocol", "variant"],
+                                registry=r)
         self.duration = Histogram("http_request_duration_seconds", "Time from a request's arrival to its answer.",
-                                  c + ["model", "version", "protocol"], buckets=REQUEST_BUCKETS, registry=r)
+                                  c + ["model", "version", "protocol", "variant"], buckets=REQUEST_BUCKETS, registry=r)
         self.queue = Histogram("mlserve_inference_queue_duration_seconds", "Time a request waited in its model's "
                                "queue before its batch started.", c + ["model", "version"], buckets=STAGE_BUCKETS,
                                registry=r)
@@ -78,13 +80,22 @@ class ServerMetrics:
                               c + ["model"], registry=r, multiprocess_mode="livesum")
         self.queued = Gauge("mlserve_queue_depth", "Requests waiting in the model's queue.", c + ["model"], registry=r,
                             multiprocess_mode="livesum")
-        self.info = Gauge("model_info", "1 for the version each model serves now.", c + ["model", "version", "sha256"],
-                          registry=r, multiprocess_mode="livemax")
-        self.reloads = Counter("mlserve_model_reloads", "Attempts to switch a model to a new version, by result "
-                               "(success, failure).", c + ["model", "result"], registry=r)
+        self.info = Gauge("model_info", "1 for the version each variant of a model serves now.",
+                          c + ["model", "variant", "version", "sha256"], registry=r, multiprocess_mode="livemax")
+        self.reloads = Counter("mlserve_model_reloads", "Attempts to switch a model's variant to a new version, by "
+                               "result (success, failure).", c + ["model", "variant", "result"], registry=r)
         self.reload_failing = Gauge("mlserve_model_reload_failing", "1 while the latest version a stage named failed "
                                     "to load, verify or warm up (the previous version still serves).",
-                                    c + ["model"], registry=r, multiprocess_mode="livemax")
+                                    c + ["model", "variant"], registry=r, multiprocess_mode="livemax")
+        self.share = Gauge("mlserve_split_share", "The share of a model's requests its split gives each variant "
+                           "(weight / sum of weights).", c + ["model", "experiment", "variant"], registry=r,
+                           multiprocess_mode="livemax")
+        self.revision = Gauge("mlserve_split_revision", "The revision of each model's split (1 at start, +1 per "
+                              "change through the admin endpoint).", c + ["model"], registry=r,
+                              multiprocess_mode="livemax")
+        self.assignments = Counter("mlserve_split_assignments", "Inference requests assigned to a variant by the "
+                                   "split, by how: key (sticky) or weight (random).",
+                                   c + ["model", "experiment", "variant", "assigned_by"], registry=r)
         self.ready = Gauge("mlserve_ready", "1 while the server reports ready (0 while starting and draining).", c,
                            registry=r, multiprocess_mode="livemin")
         self._children: dict[tuple, Any] = {}
@@ -100,9 +111,12 @@ class ServerMetrics:
                 self._children[key] = child
         return child
 
-    def request(self, code: int, model: str, version: str, protocol: str, seconds: float) -> None:
-        self._child(self.requests, str(code), model, version, protocol).inc()
-        self._child(self.duration, model, version, protocol).observe(seconds)
+    def request(self, code: int, model: str, version: str, protocol: str, seconds: float, variant: str = "") -> None:
+        self._child(self.requests, str(code), model, version, protocol, variant).inc()
+        self._child(self.duration, model, version, protocol, variant).observe(seconds)
+
+    def assigned(self, model: str, experiment: str, variant: str, by: str) -> None:
+        self._child(self.assignments, model, experiment, variant, by).inc()
 
     def batch_observer(self, model: str, version: str):  # noqa: ANN201
         queue = self._child(self.queue, model, version)
@@ -122,24 +136,42 @@ class ServerMetrics:
     def queue_gauge(self, model: str) -> Any:
         return self._child(self.queued, model)
 
-    def serving(self, model: str, version: str, sha256: str, previous: tuple[str, str] | None) -> None:
+    def serving(self, model: str, variant: str, version: str, sha256: str, previous: tuple[str, str] | None) -> None:
         if previous is not None:
-            self.info.labels(*self._cv, model, *previous).set(0)  # what other workers read until they swap too
-            if not multiprocess_dir():
-                self.info.remove(*self._cv, model, *previous)
-        self.info.labels(*self._cv, model, version, sha256).set(1)
+            self.not_serving(model, variant, *previous)
+        self.info.labels(*self._cv, model, variant, version, sha256).set(1)
+
+    def not_serving(self, model: str, variant: str, version: str, sha256: str) -> None:
+        self.info.labels(*self._cv, model, variant, version, sha256).set(0)  # what other workers read until they swap
+        if not multiprocess_dir():
+            self.info.remove(*self._cv, model, variant, version, sha256)
 
     def declare_model(self, model: str) -> None:
         """Series that exist from the start at 0, so that rate() and alerts see them before the first event."""
-        for result in ("success", "failure"):
-            self.reloads.labels(*self._cv, model, result)
-        self.reload_failing.labels(*self._cv, model).set(0)
         self.inflight_gauge(model).set(0)
         self.queue_gauge(model).set(0)
 
-    def reload(self, model: str, ok: bool) -> None:
-        self.reloads.labels(*self._cv, model, "success" if ok else "failure").inc()
-        self.reload_failing.labels(*self._cv, model).set(0 if ok else 1)
+    def declare_variant(self, model: str, variant: str) -> None:
+        for result in ("success", "failure"):
+            self.reloads.labels(*self._cv, model, variant, result)
+        self.reload_failing.labels(*self._cv, model, variant).set(0)
+
+    def split(self, model: str, split: Any, previous: Any = None) -> None:
+        """The shares and revision of ``split`` (a :class:`~mlserve.serve.repository.Split`) replace ``previous``'s."""
+        if previous is not None:
+            for name in previous.router.names:
+                try:
+                    self.share.remove(*self._cv, model, previous.experiment, name)
+                except KeyError:
+                    pass
+        for name, share in zip(split.router.names, split.router.shares()):
+            self.declare_variant(model, name)
+            self.share.labels(*self._cv, model, split.experiment, name).set(share)
+        self.revision.labels(*self._cv, model).set(split.revision)
+
+    def reload(self, model: str, variant: str, ok: bool) -> None:
+        self.reloads.labels(*self._cv, model, variant, "success" if ok else "failure").inc()
+        self.reload_failing.labels(*self._cv, model, variant).set(0 if ok else 1)
 
     def set_ready(self, ready: bool) -> None:
         (self.ready.labels(*self._cv) if self._cv else self.ready).set(1 if ready else 0)
@@ -155,5 +187,5 @@ class ServerMetrics:
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
-    def set_failing(self, model: str, failing: bool) -> None:
-        self.reload_failing.labels(*self._cv, model).set(1 if failing else 0)
+    def set_failing(self, model: str, variant: str, failing: bool) -> None:
+        self.reload_failing.labels(*self._cv, model, variant).set(1 if failing else 0)

@@ -27,10 +27,14 @@ from mlserve.serve.state import JsonLog, ServerState
 
 
 class ServedModel(BaseModel):
+    """One variant of a served model when the server stopped (a model without a split: its one variant)."""
+
     name: str
     version: str | None
     follows: str | None = None
     swaps: int = 0
+    variant: str = "stable"
+    weight: float = 100.0
 
 
 class ServeResult(BaseModel):
@@ -39,6 +43,7 @@ class ServeResult(BaseModel):
     http_url: str
     grpc_url: str | None
     models: list[ServedModel]
+    admin_url: str | None = None
     stopped_by: str
     drained_seconds: float
     uptime_seconds: float
@@ -56,7 +61,7 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                         hint="choose another --http-port / --grpc-port, or stop what uses it") from None
+                         hint="choose another --http-port / --grpc-port / --admin-port, or stop what uses it") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -67,7 +72,7 @@ def _url(scheme: str, host: str, port: int) -> str:
 
 
 def run_server(options: ServeOptions, *, log: Callable[..., None] | None = None,
-               on_listening: Callable[[str, str | None], None] | None = None) -> ServeResult:
+               on_listening: Callable[..., None] | None = None) -> ServeResult:
     """Serve until SIGTERM/SIGINT; raise startup errors (bad ref, port in use, model that cannot load)."""
     options.check()
     from mlserve.serve.sources import parse_model_ref
@@ -110,7 +115,7 @@ def _signals(loop: asyncio.AbstractEventLoop, stop: _Stop) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def _main(state: ServerState, on_listening: Callable[[str, str | None], None] | None) -> ServeResult:
+async def _main(state: ServerState, on_listening: Callable[..., None] | None) -> ServeResult:
     opts = state.options
     loop = asyncio.get_running_loop()
     stop = _Stop()
@@ -127,24 +132,36 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
         # connections only to workers that can serve them (the others are ready or not listening).
         await state.repo.start()
     http_sock = _bind(opts.host, opts.http_port, opts.reuse_port)
+    admin_sock = _bind(opts.admin_host, opts.admin_port) if opts.admin_token else None
     rest = RestApp(state)
-    config = uvicorn.Config(rest, http="httptools", loop="none", lifespan="off", ws="none",
-                            interface="asgi3", access_log=False, log_config=None, log_level="warning",
-                            server_header=False, date_header=False, timeout_graceful_shutdown=opts.drain_timeout,
-                            timeout_keep_alive=75, backlog=2048)
-    http = _Server(config)
+
+    def config(app: Any) -> Any:
+        return uvicorn.Config(app, http="httptools", loop="none", lifespan="off", ws="none",
+                              interface="asgi3", access_log=False, log_config=None, log_level="warning",
+                              server_header=False, date_header=False, timeout_graceful_shutdown=opts.drain_timeout,
+                              timeout_keep_alive=75, backlog=2048)
+
+    http = _Server(config(rest))
+    admin = None
+    if admin_sock is not None:
+        from mlserve.serve.control import SplitControl
+        from mlserve.serve.protocol.admin import AdminApp
+
+        admin = _Server(config(AdminApp(state, SplitControl(state.repo, state.log), opts.admin_token or "")))
     grpc_server = None
     grpc_url = None
+    admin_url = _url("http", opts.admin_host, opts.admin_port) if admin is not None else None
     with _signals(loop, stop):
         http_task = asyncio.create_task(http.serve(sockets=[http_sock]))
+        admin_task = asyncio.create_task(admin.serve(sockets=[admin_sock])) if admin is not None else None
         if opts.grpc_port:
             grpc_server = await _start_grpc(state)
             grpc_url = _url("grpc", opts.host, opts.grpc_port)
         http_url = _url("http", opts.host, opts.http_port)
-        state.log("listening", http=http_url, grpc=grpc_url, pid=os.getpid())
+        state.log("listening", http=http_url, grpc=grpc_url, admin=admin_url, pid=os.getpid())
         if on_listening is not None:
-            on_listening(http_url, grpc_url)
-        follower = None
+            on_listening(http_url, grpc_url, admin_url)
+        follower = flusher = None
         try:
             load = asyncio.create_task(state.repo.start() if not opts.reuse_port else asyncio.sleep(0))
             waiter = asyncio.create_task(stop.event.wait())
@@ -152,16 +169,23 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
             if load.done():
                 load.result()  # a model that cannot load: stop and report it
                 state.metrics.set_ready(True)
-                state.log("ready", models={n: h.active.version for n, h in state.repo.handles.items() if h.active})
+                state.log("ready", models={n: g.primary.active.version for n, g in state.repo.models.items()
+                                           if g.primary.active},
+                          variants={n: {h.variant: h.active.version for h in g.handles if h.active}
+                                    for n, g in state.repo.models.items()})
                 follower = asyncio.create_task(state.repo.follow())
+                if state.repo.assignments is not None:
+                    flusher = asyncio.create_task(_flush_every(state.repo.assignments, 0.5))
                 await waiter
             else:
                 load.cancel()
         except BaseException:
             http.should_exit = True
+            if admin is not None:
+                admin.should_exit = True
             if grpc_server is not None:
                 await grpc_server.stop(0)
-            await asyncio.gather(http_task, return_exceptions=True)
+            await asyncio.gather(http_task, *([admin_task] if admin_task else []), return_exceptions=True)
             raise
         # ---- graceful stop
         drain_started = time.perf_counter()
@@ -171,8 +195,13 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
         await asyncio.sleep(opts.drain_delay)
         if follower is not None:
             follower.cancel()
+        if flusher is not None:
+            flusher.cancel()
         http.should_exit = True
         closing = [http_task]
+        if admin is not None and admin_task is not None:
+            admin.should_exit = True
+            closing.append(admin_task)
         if grpc_server is not None:
             closing.append(asyncio.ensure_future(grpc_server.stop(opts.drain_timeout)))
         await asyncio.gather(*closing, return_exceptions=True)
@@ -180,11 +209,18 @@ async def _main(state: ServerState, on_listening: Callable[[str, str | None], No
         drained = time.perf_counter() - drain_started
         state.log("stopped", signal=stop.signal, drained_seconds=round(drained, 3), rest_accepted=rest.accepted,
                   rest_answered=rest.answered, rest_abandoned_by_client=rest.abandoned)
-    models = [ServedModel(name=h.name, version=h.active.version if h.active else None,
-                          follows=f"{h.name}@{h.ref.stage}" if h.ref.follows_stage else None, swaps=h.swaps)
-              for h in state.repo.handles.values()]
-    return ServeResult(http_url=http_url, grpc_url=grpc_url, models=models, stopped_by=stop.signal or "",
-                       drained_seconds=round(drained, 3), uptime_seconds=round(time.time() - state.started, 3))
+    models = [ServedModel(name=g.name, variant=h.variant, weight=w, version=h.active.version if h.active else None,
+                          follows=h.follows, swaps=h.swaps)
+              for g in state.repo.models.values() for h, w in zip(g.handles, g.split.router.weights)]
+    return ServeResult(http_url=http_url, grpc_url=grpc_url, admin_url=admin_url, models=models,
+                       stopped_by=stop.signal or "", drained_seconds=round(drained, 3),
+                       uptime_seconds=round(time.time() - state.started, 3))
+
+
+async def _flush_every(log: Any, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        log.flush()
 
 
 async def _start_grpc(state: ServerState) -> Any:

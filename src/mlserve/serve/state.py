@@ -50,9 +50,10 @@ class ServerState:
         return self.repo.ready and not self.draining
 
     def version_header(self) -> bytes:
-        """``X-Model-Version`` of a response not about one model: the version, or ``name=version,...``."""
-        handles = self.repo.handles
+        """``X-Model-Version`` of a response not about one model: the version, or ``name=version,...`` (one entry
+        per variant, the primary first, when a model has several)."""
+        handles = self.repo.all_handles()
         if len(handles) == 1:
-            (h,) = handles.values()
+            (h,) = handles
             return (h.active.version if h.active else "").encode()
-        return ",".join(f"{h.name}={h.active.version if h.active else ''}" for h in handles.values()).encode()
+        return ",".join(f"{h.name}={h.active.version if h.active else ''}" for h in handles).encode()

@@ -36,6 +36,8 @@ def _encode(options: ServeOptions) -> str:
     doc["registry"] = str(options.registry) if options.registry else None
     doc["workers"] = 1
     doc["reuse_port"] = True
+    doc["assignment_log"] = str(options.assignment_log) if options.assignment_log else None
+    doc["admin_token"] = None  # refused with --workers > 1; never written to a pipe
     return json.dumps(doc)
 
 
@@ -44,6 +46,8 @@ def decode(text: str) -> ServeOptions:
 
     doc = json.loads(text)
     doc["refs"] = tuple(doc["refs"])
+    doc["split_files"] = tuple(doc.get("split_files", ()))
+    doc["assignment_log"] = Path(doc["assignment_log"]) if doc.get("assignment_log") else None
     doc["registry"] = Path(doc["registry"]) if doc["registry"] else None
     doc["batching"] = BatchingOptions(**doc["batching"])
     return ServeOptions(**doc)
@@ -115,7 +119,8 @@ def supervise(options: ServeOptions, log: Callable[..., None], on_listening: Cal
         first = results[0] if results else {}
         models = [ServedModel(**m) for m in first.get("models", [])]
         for m in models:
-            m.swaps = max((r2["swaps"] for r in results for r2 in r["models"] if r2["name"] == m.name), default=0)
+            m.swaps = max((r2["swaps"] for r in results for r2 in r["models"]
+                           if r2["name"] == m.name and r2.get("variant") == m.variant), default=0)
         return ServeResult(http_url=http_url, grpc_url=grpc_url, models=models, stopped_by=stopping["signal"] or "",
                            drained_seconds=max((r.get("drained_seconds", 0.0) for r in results), default=0.0),
                            uptime_seconds=round(time.time() - started, 3), warnings=warnings)

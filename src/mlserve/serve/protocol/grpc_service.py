@@ -2,7 +2,10 @@
 
 Handlers are registered under the protocol's service name with the messages of ``oip_v2.proto``
 (wire-compatible with Triton's and KServe's definitions). ModelInfer reads ``raw_input_contents``
-(or typed ``contents``) and always answers with ``raw_output_contents``. Errors are status codes
+(or typed ``contents``) and always answers with ``raw_output_contents``. A request goes to the variant
+its model's split assigns: by its sticky key (the sticky header as gRPC metadata, lower case, or a
+request parameter: ``string_param`` or ``int64_param``), else by weight; ``model_version`` pins a
+version. The response's ``model_version`` names the version that answered. Errors are status codes
 with a message naming the field: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE (queue full, not ready,
 draining), RESOURCE_EXHAUSTED (message size, set by grpc), INTERNAL (the model raised).
 """
@@ -18,6 +21,7 @@ import numpy as np
 from mlserve import __version__
 from mlserve.serve.errors import GRPC_TO_HTTP, BadRequest, NotReady, RequestError
 from mlserve.serve.protocol import oip_v2_pb2 as pb
+from mlserve.serve.split import normalize_key
 from mlserve.serve.state import EXTENSIONS, SERVER_NAME, ServerState
 from mlserve.serve.tensors import check_datatype, check_finite, check_shape, element_count, from_raw, to_raw
 
@@ -63,8 +67,12 @@ class InferenceServicer:
         except RequestError as exc:
             await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
         tm = pb.ModelMetadataResponse.TensorMetadata
+        versions = [loaded.version]  # this one first, then the other variants' (as over REST)
+        for h in self.repo.models[request.name].handles:
+            if h.active is not None and h.active.version not in versions:
+                versions.append(h.active.version)
         return pb.ModelMetadataResponse(
-            name=loaded.name, versions=[loaded.version], platform="onnxruntime_onnx",
+            name=loaded.name, versions=versions, platform="onnxruntime_onnx",
             inputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in loaded.inputs],
             outputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in loaded.outputs])
 
@@ -73,11 +81,13 @@ class InferenceServicer:
     async def model_infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         started = time.perf_counter()
         name = request.model_name
-        version = ""
+        loaded = None
         code = "OK"
         try:
-            loaded = self.repo.get(name, request.model_version or None)
-            version = loaded.version
+            group = self.repo.group(name)
+            sticky = group.split.sticky
+            key = self._sticky_key(sticky, request, context) if sticky is not None else None
+            loaded = self.repo.route(group, request.model_version or None, key)
             feeds = self._decode(loaded, request)
             names = self._outputs(loaded, request)
             arrays = await loaded.submit(feeds, names)
@@ -97,13 +107,33 @@ class InferenceServicer:
             self.state.log("request_failed", level="error", protocol="grpc", error=f"{type(exc).__name__}: {exc}")
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            handle = self.repo.handles.get(name)
-            if handle is not None:
-                if not version and handle.active is not None:
-                    version = handle.active.version
-                self.metrics.request(GRPC_TO_HTTP.get(code, 500), name, version, "grpc",
-                                     time.perf_counter() - started)
+            group = self.repo.models.get(name)
+            if group is not None:
+                if loaded is None:
+                    loaded = group.unassigned
+                self.metrics.request(GRPC_TO_HTTP.get(code, 500), name, loaded.version if loaded else "", "grpc",
+                                     time.perf_counter() - started, loaded.variant if loaded else "")
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _sticky_key(sticky: Any, request: pb.ModelInferRequest, context: Any) -> str | None:
+        """The metadata entry named like the sticky header, else the request parameter."""
+        if sticky.header is not None:
+            wanted = sticky.header.lower()
+            for k, v in context.invocation_metadata() or ():
+                if k == wanted:
+                    return normalize_key(v if isinstance(v, str) else v.decode("utf-8", "strict"),
+                                         f"the {wanted} metadata")
+        if sticky.parameter is not None and sticky.parameter in request.parameters:
+            param = request.parameters[sticky.parameter]
+            which = param.WhichOneof("parameter_choice")
+            if which == "string_param":
+                return normalize_key(param.string_param, f"parameters[{sticky.parameter!r}]")
+            if which in ("int64_param", "uint64_param"):
+                return normalize_key(int(getattr(param, which)), f"parameters[{sticky.parameter!r}]")
+            raise BadRequest(f"parameters[{sticky.parameter!r}] is the sticky key: a string_param or int64_param, "
+                             f"got {which}")
+        return None
 
     def _decode(self, loaded: Any, request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
         specs = loaded.input_by_name

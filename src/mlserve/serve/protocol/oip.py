@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 
 from mlserve.serve.errors import BadRequest
+from mlserve.serve.split import normalize_key
 from mlserve.serve.tensors import (
     check_datatype,
     check_finite,
@@ -158,10 +159,39 @@ def _datatype_of(loaded: Any, name: str, arr: np.ndarray) -> str:
     raise BadRequest(f"unknown output {name}")  # pragma: no cover - names are checked before the run
 
 
-def model_metadata(loaded: Any, status: dict[str, Any]) -> dict[str, Any]:
+def sticky_key(sticky: Any, header: bytes | None, doc: dict[str, Any]) -> str | None:
+    """A request's sticky key: the header (``header``: its raw value) if sent, else ``parameters.NAME``."""
+    if header is not None:
+        try:
+            return normalize_key(header.decode("utf-8"), f"the {sticky.header} header")
+        except UnicodeDecodeError:
+            raise BadRequest(f"the {sticky.header} header is not UTF-8") from None
+    if sticky.parameter is not None:
+        params = doc.get("parameters")
+        if isinstance(params, dict) and sticky.parameter in params:
+            return normalize_key(params[sticky.parameter], f"parameters.{sticky.parameter}")
+    return None
+
+
+def model_metadata(loaded: Any, group: Any) -> dict[str, Any]:
+    """Metadata of ``loaded`` (a version of ``group``'s): every version the model serves, this one first."""
+    versions = [loaded.version]
+    status: dict[str, Any] = {}
+    for h in group.handles:
+        if h.active is loaded:
+            status = h.status()
+        if h.active is not None and h.active.version not in versions:
+            versions.append(h.active.version)
+    status["variant"] = loaded.variant
+    split = group.split
+    if len(split.handles) > 1:
+        status["split"] = {"revision": split.revision, "experiment": split.experiment,
+                           "variants": [{"name": h.variant, "share": round(share, 6),
+                                         "version": h.active.version if h.active else None}
+                                        for h, share in zip(split.handles, split.router.shares())]}
     return {
         "name": loaded.name,
-        "versions": [loaded.version],
+        "versions": versions,
         "platform": "onnxruntime_onnx",
         "inputs": [s.to_json() for s in loaded.inputs],
         "outputs": [s.to_json() for s in loaded.outputs],

@@ -2,8 +2,11 @@
 
 Routes: the Open Inference Protocol v2 (``/v2``, health, model metadata, ready, config, infer), the
 simple ``POST /predict {"features": [...]}`` with ``/health`` and ``/ready``, and ``/metrics``. Every
-response has an ``X-Model-Version`` header. A body over ``--max-request-bytes`` gets 413 before it is
-read; a client that disconnects while its request waits frees its place in the queue.
+response has an ``X-Model-Version`` header, and a response of one variant ``X-Model-Variant``. An
+inference request goes to the variant its model's split assigns (by its sticky key: a header or
+``parameters.NAME`` of the body; else by weight), or to the version its URL names. A body over
+``--max-request-bytes`` gets 413 before it is read; a client that disconnects while its request
+waits frees its place in the queue.
 """
 
 from __future__ import annotations
@@ -47,28 +50,29 @@ class RestApp:
         self.accepted += 1
         path: str = scope["path"]
         method: str = scope["method"]
-        version = ""
         counted = False
+        models = self.repo.models
         if path.startswith("/v2/models/"):
             model = path[11:].split("/", 1)[0]
-        elif path == "/predict" and len(self.repo.handles) == 1:
-            model = next(iter(self.repo.handles))
+        elif path == "/predict" and len(models) == 1:
+            model = next(iter(models))
         else:
             model = ""
+        served: list = []  # the version that answered, once the request is assigned to one
         try:
             if path.startswith("/v2/models/") and path.endswith("/infer"):
                 counted = True
-                version, status, headers, body = await self._infer(scope, receive, path)
+                status, headers, body = await self._infer(scope, receive, path, served)
             elif path == "/predict":
                 counted = True
-                version, status, headers, body = await self._predict(scope, receive, method)
+                status, headers, body = await self._predict(scope, receive, method, served)
             else:
-                status, headers, body = await self._other(scope, receive, path, method)
+                status, headers, body = await self._other(scope, receive, path, method, served)
         except _Disconnected:
             self.abandoned += 1
             if counted:
-                self.metrics.request(499, self._label(model), version or self._active_version(model), "rest",
-                                     time.perf_counter() - started)
+                version, variant = self._attribution(model, served)
+                self.metrics.request(499, self._label(model), version, "rest", time.perf_counter() - started, variant)
             return
         except RequestError as exc:
             status, body = exc.status, orjson.dumps({"error": exc.message})
@@ -77,31 +81,40 @@ class RestApp:
             self.state.log("request_failed", level="error", path=path, error=f"{type(exc).__name__}: {exc}")
             status, body = 500, orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
             headers = [(b"content-type", JSON)]
-        if not version:
-            version = self._active_version(model)
-        vheader = version.encode() if model in self.repo.handles else self.state.version_header()
-        headers.append((b"x-model-version", vheader))
+        version, variant = self._attribution(model, served)
+        if model in models:
+            headers.append((b"x-model-version", version.encode()))
+            if variant:
+                headers.append((b"x-model-variant", variant.encode()))
+        else:
+            headers.append((b"x-model-version", self.state.version_header()))
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.answered += 1
         took = time.perf_counter() - started
         if counted:
-            self.metrics.request(status, self._label(model), version, "rest", took)
+            self.metrics.request(status, self._label(model), version, "rest", took, variant)
         if self.access_log is not None:
             self.access_log("request", method=method, path=path, status=status, model=model or None,
-                            version=version or None, ms=round(took * 1000, 3),
+                            version=version or None, variant=variant or None, ms=round(took * 1000, 3),
                             bytes_out=len(body), client=(scope.get("client") or ("", 0))[0])
 
     # ------------------------------------------------------------------ helpers
 
     def _label(self, model: str) -> str:
         """The model label of a request: names from URLs that match no model collapse into one series."""
-        return model if model in self.repo.handles else ""
+        return model if model in self.repo.models else ""
 
-    def _active_version(self, model: str) -> str:
-        handle = self.repo.handles.get(model)
-        return handle.active.version if handle is not None and handle.active is not None else ""
+    def _attribution(self, model: str, served: list) -> tuple[str, str]:
+        """(version, variant) a request counts under: what answered it; before it was assigned, the variant
+        that takes every request of the model, and nothing ("") while several share them."""
+        if served:
+            loaded = served[0]
+            return loaded.version, loaded.variant
+        group = self.repo.models.get(model)
+        loaded = group.unassigned if group is not None else None
+        return (loaded.version, loaded.variant) if loaded is not None else ("", "")
 
     async def _body(self, scope: dict, receive: Receive) -> bytes:
         declared = None
@@ -153,7 +166,7 @@ class RestApp:
 
     # ------------------------------------------------------------------ inference
 
-    async def _infer(self, scope: dict, receive: Receive, path: str) -> tuple:
+    async def _infer(self, scope: dict, receive: Receive, path: str, served: list) -> tuple:
         if scope["method"] != "POST":
             raise BadRequest(f"{path} takes POST")
         parts = path.split("/")  # ['', 'v2', 'models', m, 'infer'] or [..., m, 'versions', v, 'infer']
@@ -163,14 +176,20 @@ class RestApp:
             name, version = parts[3], parts[5]
         else:
             raise ModelNotFound(f"no such endpoint: {path}")
-        loaded = self.repo.get(name, version)
+        group = self.repo.group(name)
         body = await self._body(scope, receive)
-        header_length = None
+        sticky = group.split.sticky
+        wanted = sticky.header_key if sticky is not None else None
+        header_length = key_header = None
         for k, v in scope["headers"]:
             if k == b"inference-header-content-length":
                 header_length = v.decode("latin-1")
-                break
+            elif k == wanted:
+                key_header = v
         doc, binary = oip.parse_body(body, header_length)
+        key = oip.sticky_key(sticky, key_header, doc) if sticky is not None else None
+        loaded = self.repo.route(group, version, key)
+        served.append(loaded)
         feeds = oip.decode_inputs(loaded, doc, binary, allow_non_finite=self.allow_non_finite)
         names, binary_out = oip.requested_outputs(loaded, doc)
         arrays = await self._await(loaded.submit(feeds, names), receive)
@@ -180,18 +199,18 @@ class RestApp:
         else:
             headers = [(b"content-type", b"application/octet-stream"),
                        (b"inference-header-content-length", str(json_len).encode())]
-        return loaded.version, 200, headers, out
+        return 200, headers, out
 
-    async def _predict(self, scope: dict, receive: Receive, method: str) -> tuple:
+    async def _predict(self, scope: dict, receive: Receive, method: str, served: list) -> tuple:
         if method != "POST":
             raise BadRequest("/predict takes POST with {\"features\": [...]}")
         started = time.perf_counter()
-        handles = self.repo.handles
-        if len(handles) != 1:
-            raise BadRequest(f"/predict needs a server with one model; this one has {len(handles)}: use "
+        models = self.repo.models
+        if len(models) != 1:
+            raise BadRequest(f"/predict needs a server with one model; this one has {len(models)}: use "
                              "/v2/models/{name}/infer")
-        (name,) = handles
-        loaded = self.repo.get(name)
+        (group,) = models.values()
+        name = group.name
         body = await self._body(scope, receive)
         try:
             doc = orjson.loads(body)
@@ -199,6 +218,14 @@ class RestApp:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
         if not isinstance(doc, dict) or "features" not in doc:
             raise BadRequest('the body must be {"features": [...]}')
+        sticky = group.split.sticky
+        key = None
+        if sticky is not None:
+            wanted = sticky.header_key
+            key_header = next((v for k, v in scope["headers"] if k == wanted), None) if wanted else None
+            key = oip.sticky_key(sticky, key_header, doc)
+        loaded = self.repo.route(group, None, key)
+        served.append(loaded)
         if len(loaded.inputs) != 1:
             raise BadRequest(f"model {name!r} has {len(loaded.inputs)} inputs; /predict feeds one: use the "
                              f"OIP endpoint /v2/models/{name}/infer")
@@ -224,11 +251,11 @@ class RestApp:
         out = orjson.dumps({"prediction": prediction, "model_version": loaded.version,
                             "latency_ms": round((time.perf_counter() - started) * 1000, 3)},
                            option=orjson.OPT_SERIALIZE_NUMPY)
-        return loaded.version, 200, [(b"content-type", JSON)], out
+        return 200, [(b"content-type", JSON)], out
 
     # ------------------------------------------------------------------ everything else
 
-    async def _other(self, scope: dict, receive: Receive, path: str, method: str) -> tuple:
+    async def _other(self, scope: dict, receive: Receive, path: str, method: str, served: list) -> tuple:
         """Health, metadata, config and metrics: (status, headers, body)."""
         state = self.state
         if method not in ("GET", "HEAD"):
@@ -257,15 +284,16 @@ class RestApp:
                 raise ModelNotFound(f"no such endpoint: {path}")
             if what == "ready":
                 try:
-                    self.repo.get(name, version)
+                    served.append(self.repo.get(name, version))
                     ok = state.ready
                 except NotReady:
                     ok = False
                 return (200 if ok else 503), [(b"content-type", JSON)], orjson.dumps({"name": name, "ready": ok})
             loaded = self.repo.get(name, version)
+            served.append(loaded)
             if what == "config":
                 doc = oip.model_config(loaded, state.options.batching.max_batch_size)
             else:
-                doc = oip.model_metadata(loaded, self.repo.handles[name].status())
+                doc = oip.model_metadata(loaded, self.repo.models[name])
             return 200, [(b"content-type", JSON)], orjson.dumps(doc)
         raise ModelNotFound(f"no such endpoint: {path}")
