@@ -23,7 +23,7 @@ def test_quickstart_end_to_end_prints_a_script_that_replays(cli, tmp_path: Path)
     assert steps[0]["command"] == "" and all(s["command"].startswith("mlserve ") for s in steps[1:])
     assert steps[3]["command"] == "mlserve promote churn:1 --require 'accuracy>=0.5' --reason 'first production model'"
     assert steps[5]["outcome"] == "production: 2 -> 1" and steps[-1]["outcome"] == "clean"
-    assert "parity passed, registered churn:3" in steps[7]["outcome"]
+    assert "parity with the source passed, registered churn:3" in steps[7]["outcome"]
     assert steps[8]["outcome"].startswith("promoted: canary 10% -> 50% -> 100%")
     assert doc["result"]["production"] == "3", "the canary of the optimized version promoted it"
     route = (workdir / "manifests" / "route.yaml").read_text()

@@ -61,7 +61,7 @@ def quickstart(
       3. promote version 1 behind a metric gate ('accuracy>=0.5');
       4. promote version 2 with a compare-and-swap (--expect-current 1) and a stricter gate;
       5. roll back to version 1 (the escape hatch) and read the production history;
-      6. optimize the production model with --auto (parity-checked) and register the result;
+      6. optimize the production model (--variant fp32, parity-checked) and register the result;
       7. roll that version out as a canary (10% -> 50% -> 100%) on generated Kubernetes manifests
          (manifest mode: no cluster needed), which promotes it in the registry;
       8. verify the registry.
