@@ -140,6 +140,31 @@ def test_grpc_health_and_metadata(server: ServerProcess) -> None:
     assert "StatusCode.NOT_FOUND" in str(err.value.status())
 
 
+
+def test_grpc_model_config_matches_rest(server: ServerProcess) -> None:
+    """perf_analyzer reads the model configuration over the protocol it drives: gRPC gives REST's document,
+    decoded here by the Triton client's own ModelConfig message (the field numbers must be Triton's)."""
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+
+    c = tg.InferenceServerClient(server.grpc_target)
+    for name in ("mlp", "two_inputs", "gather"):
+        rest = th.InferenceServerClient(server.http_target).get_model_config(name)
+        cfg = c.get_model_config(name).config  # tritonclient's inference.ModelConfig
+        assert (cfg.name, cfg.platform, cfg.backend, cfg.max_batch_size) == (name, rest["platform"], rest["backend"],
+                                                                             rest["max_batch_size"])
+        got = [(t.name, tg.model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in cfg.input]
+        assert got == [(t["name"], t["data_type"], t["dims"]) for t in rest["input"]]
+        got = [(t.name, tg.model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in cfg.output]
+        assert got == [(t["name"], t["data_type"], t["dims"]) for t in rest["output"]]
+        assert cfg.HasField("dynamic_batching") == ("dynamic_batching" in rest)
+    with pytest.raises(tg.InferenceServerException) as err:
+        c.get_model_config("nope")
+    assert "StatusCode.NOT_FOUND" in str(err.value.status())
+    versions = _version(server, "mlp")
+    assert c.get_model_config("mlp", model_version=versions).config.name == "mlp"
+
+
 def test_grpc_infer_raw_contents(server: ServerProcess, model_files) -> None:  # noqa: ANN001
     import tritonclient.grpc as tg
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from mlserve import __version__
 from mlserve.serve.errors import GRPC_TO_HTTP, BadRequest, NotReady, RequestError
-from mlserve.serve.protocol import oip_v2_pb2 as pb
+from mlserve.serve.protocol import oip, oip_v2_pb2 as pb
 from mlserve.serve.split import normalize_key
 from mlserve.serve.state import EXTENSIONS, SERVER_NAME, ServerState
 from mlserve.serve.tensors import check_datatype, check_finite, check_shape, element_count, from_raw, to_raw
@@ -75,6 +75,23 @@ class InferenceServicer:
             name=loaded.name, versions=versions, platform="onnxruntime_onnx",
             inputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in loaded.inputs],
             outputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in loaded.outputs])
+
+    async def model_config(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        """The same configuration as ``GET /v2/models/{m}/config`` (what perf_analyzer asks for over gRPC)."""
+        try:
+            loaded = self.repo.get(request.name, request.version or None)
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
+        doc = oip.model_config(loaded, self.state.options.batching.max_batch_size)
+        config = pb.ModelConfig(name=doc["name"], platform=doc["platform"], backend=doc["backend"],
+                                max_batch_size=doc["max_batch_size"],
+                                input=[pb.ModelInput(name=t["name"], data_type=t["data_type"], dims=t["dims"])
+                                       for t in doc["input"]],
+                                output=[pb.ModelOutput(name=t["name"], data_type=t["data_type"], dims=t["dims"])
+                                        for t in doc["output"]])
+        if "dynamic_batching" in doc:
+            config.dynamic_batching.max_queue_delay_microseconds = doc["dynamic_batching"]["max_queue_delay_microseconds"]
+        return pb.ModelConfigResponse(config=config)
 
     # ------------------------------------------------------------------ inference
 
@@ -211,4 +228,5 @@ def generic_handler(state: ServerState) -> Any:
         "ServerMetadata": unary(s.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
         "ModelMetadata": unary(s.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
         "ModelInfer": unary(s.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+        "ModelConfig": unary(s.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
     })
