@@ -36,6 +36,7 @@ EXTRAS: dict[str, str] = {
     "httptools": "serve",
     "orjson": "serve",
     "grpc": "serve",
+    "grpc_health": "serve",
     "prometheus_client": "serve",
 }
 

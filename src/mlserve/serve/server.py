@@ -225,6 +225,8 @@ async def _flush_every(log: Any, seconds: float) -> None:
 
 async def _start_grpc(state: ServerState) -> Any:
     grpc = require("grpc", purpose="the gRPC endpoint of mlserve serve")
+    require("grpc_health.v1.health_pb2", purpose="the gRPC health service of mlserve serve")
+    from mlserve.serve.protocol.grpc_health import add_health_service
     from mlserve.serve.protocol.grpc_service import generic_handler
 
     opts = state.options
@@ -239,6 +241,7 @@ async def _start_grpc(state: ServerState) -> Any:
         ("grpc.server.max_pending_requests_hard_limit", 100_000),
     ])
     server.add_generic_rpc_handlers((generic_handler(state),))
+    add_health_service(server, state)
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     try:
         port = server.add_insecure_port(f"{host}:{opts.grpc_port}")
