@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 
@@ -82,3 +84,24 @@ def test_set_meta_with_metrics_is_one_transaction(reg: Registry, tmp_path: Path)
     with pytest.raises(errors.UsageError, match="not a finite number"):
         reg.set_meta("m", "1", {"x": 1}, metrics={"bad": float("nan")})
     assert len(reg.events("m")) == 3, "a refused change journals nothing"
+
+
+def test_unset_hides_registration_metadata_and_survives_repair(reg: Registry, tmp_path: Path) -> None:
+    reg.register("m", art(tmp_path), meta={"team": "a", "owner": "b"})
+    info = reg.set_meta("m", "1", {}, unset=["team"])
+    assert (info.meta, info.warnings) == ({"owner": "b"}, [])
+    assert reg.resolve("m:1").meta == {"owner": "b"}
+    record = json.loads((reg.root / "models/m/versions/1/version.json").read_text())
+    assert record["meta"] == {"team": "a", "owner": "b"}, "the registration record itself never changes"
+    info = reg.set_meta("m", "1", {}, unset=["nothere"])
+    assert info.warnings == ["m:1 has no metadata key 'nothere'; nothing to unset"]
+    assert [e.kind for e in reg.events("m")] == ["register", "set-meta"], "an unset of nothing journals nothing"
+    with pytest.raises(errors.UsageError, match="both set and unset"):
+        reg.set_meta("m", "1", {"team": "c"}, unset=["team"])
+    assert reg.set_meta("m", "1", {"team": "c"}).meta == {"owner": "b", "team": "c"}
+    assert reg.set_meta("m", "1", {}, unset=["team"]).meta == {"owner": "b"}
+    (reg.root / "models/m/versions/1/state.json").unlink()
+    assert [p.kind for p in reg.verify().problems] == ["state-mismatch"]
+    reg.verify(repair=True)
+    assert reg.version_info("m", "1").meta == {"owner": "b"}, "the journal replays the unset"
+    assert reg.verify().problems == []

@@ -268,7 +268,19 @@ class Registry:
                  metrics: dict[str, float] | None = None, reason: str | None = None) -> VersionInfo:
         """Set (and ``unset``) metadata and record ``metrics`` on a version: one journaled change."""
         details = {"meta": check_meta(meta), "unset": [str(k) for k in unset], "metrics": check_metrics(metrics or {})}
-        return self._change_state(name, version, "set-meta", reason, details)
+        both = sorted(set(details["meta"]) & set(details["unset"]))
+        if both:
+            raise UsageError(f"metadata key {both[0]!r} is both set and unset in one change")
+        present = self.version_info(name, version).meta
+        absent = [k for k in details["unset"] if k not in present]
+        details["unset"] = [k for k in details["unset"] if k in present]
+        warnings = [f"{name}:{version} has no metadata key {k!r}; nothing to unset" for k in absent]
+        if not any(details.values()):  # nothing left to change: nothing is journaled
+            info = self.version_info(name, version)
+        else:
+            info = self._change_state(name, version, "set-meta", reason, details)
+        info.warnings = warnings + info.warnings
+        return info
 
     def tag(self, name: str, version: str, tags: Iterable[str], *, remove: bool = False) -> VersionInfo:
         tags = [check_tag(t) for t in tags]
@@ -317,7 +329,7 @@ class Registry:
         state = indexes.read_state(paths, version)
         return ResolvedVersion(model=record.model, version=record.version, stage=parsed.stage,
                                artifact_path=versions.artifact_path(paths, record), sha256=record.sha256,
-                               metrics={**record.metrics, **state.metrics}, meta={**record.meta, **state.meta})
+                               metrics={**record.metrics, **state.metrics}, meta=indexes.effective_meta(record, state))
 
     def version_info(self, name: str, version: str) -> VersionInfo:
         self.layout.check_readable()
@@ -335,7 +347,7 @@ class Registry:
                            file_count=record.file_count, registered_at=record.registered_at,
                            registered_by=record.registered_by, source=record.source, stages=held, status=status,
                            tags=state.tags, metrics={**record.metrics, **state.metrics},
-                           meta={**record.meta, **state.meta}, warnings=warnings)
+                           meta=indexes.effective_meta(record, state), warnings=warnings)
 
     def model_summary(self, name: str) -> ModelSummary:
         paths = self._existing(name)

@@ -121,8 +121,9 @@ def check_state(mc: ModelCheck, version: str, replayed) -> None:
     if mc.journal_damaged:
         return  # the journal lost lines: state.json may know more than the replay; it is kept
     if not indexes.same_state(current, expected):
+        differ = indexes.state_differences(current, expected)
         mc.problem("state-mismatch", f"state.json of {mc.model}:{version} disagrees with the journal "
-                   f"(tags {current.tags} vs {expected.tags}); repair replays it from the journal",
+                   f"({'; '.join(differ)}); repair replays it from the journal",
                    version=version, path=path, fix=lambda: indexes.save_state(paths, version, expected))
 
 # ------------------------------------------------------------ the journal against the disk

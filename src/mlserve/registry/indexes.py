@@ -91,9 +91,14 @@ def save_state(paths: ModelPaths, version: str, state: VersionState) -> None:
 def apply_change(state: VersionState, kind: str, details: dict[str, Any]) -> list[str]:
     """Apply one state event's details to ``state``; returns the tags it tried to remove but were absent."""
     state.metrics.update(details.get("metrics") or {})
-    state.meta.update(details.get("meta") or {})
+    meta = details.get("meta") or {}
+    state.meta.update(meta)
+    hidden = [k for k in state.unset_meta if k not in meta]
     for key in details.get("unset") or []:
         state.meta.pop(key, None)
+        if key not in hidden:
+            hidden.append(key)
+    state.unset_meta = sorted(hidden)
     tags = list(details.get("tags") or [])
     if kind == "untag":
         missing = [t for t in tags if t not in state.tags]
@@ -145,10 +150,22 @@ def replay_states(events: Iterable[Event]) -> dict[str, VersionState]:
     return states
 
 
+def effective_meta(record: Any, state: VersionState) -> dict[str, Any]:
+    """A version's metadata: the registration's (less the keys unset since) overlaid by the later changes."""
+    return {**{k: v for k, v in record.meta.items() if k not in state.unset_meta}, **state.meta}
+
+
+def state_differences(a: VersionState, b: VersionState) -> list[str]:
+    """Where two states disagree on what the journal records, as ``field A vs B`` (empty: they agree)."""
+    pairs = [("tags", sorted(a.tags), sorted(b.tags)), ("meta", a.meta, b.meta), ("metrics", a.metrics, b.metrics),
+             ("unset meta", sorted(a.unset_meta), sorted(b.unset_meta)),
+             ("archived", a.archived is not None, b.archived is not None)]
+    return [f"{what} {x} vs {y}" for what, x, y in pairs if x != y]
+
+
 def same_state(a: VersionState, b: VersionState) -> bool:
     """Whether two states agree on what the journal records (tags, metadata, metrics, archived or not)."""
-    return (sorted(a.tags) == sorted(b.tags) and a.meta == b.meta and a.metrics == b.metrics
-            and (a.archived is None) == (b.archived is None))
+    return not state_differences(a, b)
 
 
 # ---------------------------------------------------------------- the state transaction

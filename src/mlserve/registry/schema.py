@@ -79,6 +79,8 @@ class VersionState(_Doc):
     schema_version: int = SCHEMA_VERSION
     tags: list[str] = Factory(list)
     meta: dict[str, JsonValue] = Factory(dict)
+    unset_meta: list[str] = Factory(list)
+    """Registration-time metadata keys hidden by ``set-meta --unset`` (version.json itself never changes)."""
     metrics: dict[str, float] = Factory(dict)
     archived: Optional[ArchiveMark] = None
 
