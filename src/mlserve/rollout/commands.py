@@ -15,7 +15,7 @@ from mlserve.rollout.results import EXIT_OF_PHASE, AbortResult, CommandResult, O
 from mlserve.rollout.revert import revert_within
 from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, RolloutState, StoredState, lease_name, update_state
 from mlserve.rollout.strategies import router_of
-from mlserve.rollout.workload import readiness
+from mlserve.rollout.workload import readiness, workload_readiness
 from mlserve.rollout.world import Clock, default_owner
 
 
@@ -41,7 +41,17 @@ def _objects(stored: StoredState, store: Any) -> tuple[int | None, list[ObjectSt
              ("stable" if state.strategy == "canary" else "live", state.stable)]
     if state.baseline:
         roles.append(("baseline", state.baseline))
+    local = hasattr(store, "readiness")  # the local target: the split's variants, not Deployments
     for role, dep_name in roles:
+        if local:
+            try:
+                state_of = workload_readiness(store, dep_name, state.namespace)
+            except MlserveError as exc:
+                found.append(ObjectStatus(kind="Variant", name=dep_name, role=role, exists=False, detail=exc.message))
+                continue
+            found.append(ObjectStatus(kind="Variant", name=dep_name, role=role,
+                                      exists=state_of.detail != "not in the split", detail=state_of.detail))
+            continue
         try:
             dep = store.get("Deployment", dep_name, state.namespace)
         except MlserveError as exc:

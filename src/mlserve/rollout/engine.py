@@ -66,7 +66,8 @@ class RolloutEngine:
     def plan(self, cfg: RolloutConfig, *, points_per_step: int | None = None) -> PlanResult:
         """The exact patches a rollout would send if every step passed; nothing is applied."""
         prepared, _ = self.executor.start(cfg, points_per_step=points_per_step)
-        return render(prepared, self._states(cfg.namespace), points_per_step=points_per_step)
+        return render(prepared, self._states(cfg.namespace), points_per_step=points_per_step,
+                      describe=getattr(self.store, "describe", None))
 
     def status(self, name: str, namespace: str, *, wait: bool = False, timeout: float = 600.0,
                poll: float = 1.0) -> StatusResult:
@@ -84,13 +85,13 @@ class RolloutEngine:
     def undo(self, name: str, namespace: str, *, dry_run: bool = False, revert_timeout: float = 60.0,
              ready_timeout: float = 300.0) -> AbortResult:
         def wait_ready(deployment: str) -> None:
-            from mlserve.rollout.workload import readiness
+            from mlserve.rollout.workload import workload_readiness
 
             if not self.live or dry_run:
                 return
             limit = self.clock.monotonic() + ready_timeout
             while True:
-                state = readiness(self.store.get("Deployment", deployment, namespace))
+                state = workload_readiness(self.store, deployment, namespace)
                 if state.ready:
                     return
                 if state.failed or self.clock.monotonic() > limit:
