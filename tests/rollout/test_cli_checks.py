@@ -143,6 +143,7 @@ LOCAL_BAD = [
     ("canary", ["--no-registry"], "--no-registry cannot be used with --target local"),
     ("canary", ["--baseline"], "--baseline cannot be used with --target local"),
     ("canary", ["--router", "nginx"], "--router cannot be used with --target local"),
+    ("canary", ["--dry-run"], "--dry-run cannot be used with --target local"),
     ("canary", ["--canary-header", "X-Canary=1"], "--canary-header/--canary-cookie cannot be used with --target local"),
     ("canary", ["--server", "127.0.0.1:8000"], "--server must start with http:// or https://"),
     ("canary", ["--admin-url", "localhost:8002"], "--admin-url must start with http:// or https://"),
