@@ -14,7 +14,7 @@ import os
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from mlserve import config
 from mlserve.errors import ConflictError, CorruptIndexError, EmptyStageError, MlserveError, NotFoundError, UsageError
@@ -39,6 +39,9 @@ from mlserve.registry.schema import (
     VersionList,
 )
 from mlserve.registry.values import check_gates, check_meta, check_metrics, parse_requirement
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlserve.registry.records import RecordFolder
 
 __all__ = ["PRODUCTION", "Registry", "default_actor", "parse_requirement"]
 
@@ -297,6 +300,17 @@ class Registry:
         info = self.version_info(name, version)
         info.warnings = warnings + info.warnings
         return info
+
+    def records(self, area: str) -> RecordFolder:
+        """The folder of JSON records that ``area`` keeps in this registry (``rollouts``: local rollout state).
+
+        Records are changed under a file lock and written atomically (see :mod:`mlserve.registry.records`);
+        the folder is created on the first write. The registry must exist.
+        """
+        from mlserve.registry.records import RecordFolder
+
+        self.layout.check_readable()
+        return RecordFolder(self.root, area, lock_timeout=self.lock_timeout)
 
     def journal_event(self, name: str, kind: str, details: dict | None = None, *, version: str | None = None,
                       stage: str | None = None, reason: str | None = None) -> Event:

@@ -3,6 +3,8 @@
 Layout under the registry root::
 
     registry.json                        root marker and schema version (derived: rebuilt by repair)
+    rollouts/<name>.json, <name>.lock    state of local rollouts (``mlserve rollout --target local``), written
+                                         by :mod:`mlserve.registry.records`; the registry never reads it
     .staging/<id>/, .staging/<id>.lock   artifacts being copied in (outside the model lock); the
                                          flock on <id>.lock says the writer is alive
     models/<name>/
@@ -43,7 +45,7 @@ from mlserve.registry.schema import SCHEMA_VERSION, RootIndex
 D = TypeVar("D", bound=Doc)
 PRODUCTION = "production"
 REPAIR_HINT = "run 'mlserve verify --repair' or restore the file from a backup"
-ROOT_ENTRIES = {"models", ".staging", ".trash", "registry.json"}
+ROOT_ENTRIES = {"models", ".staging", ".trash", "registry.json", "rollouts"}
 
 
 def now() -> datetime:

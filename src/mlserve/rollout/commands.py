@@ -15,7 +15,7 @@ from mlserve.rollout.results import EXIT_OF_PHASE, AbortResult, CommandResult, O
 from mlserve.rollout.revert import revert_within
 from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, RolloutState, StoredState, lease_name, update_state
 from mlserve.rollout.strategies import router_of
-from mlserve.rollout.workload import readiness
+from mlserve.rollout.workload import readiness, workload_readiness
 from mlserve.rollout.world import Clock, default_owner
 
 
@@ -41,7 +41,17 @@ def _objects(stored: StoredState, store: Any) -> tuple[int | None, list[ObjectSt
              ("stable" if state.strategy == "canary" else "live", state.stable)]
     if state.baseline:
         roles.append(("baseline", state.baseline))
+    local = hasattr(store, "readiness")  # the local target: the split's variants, not Deployments
     for role, dep_name in roles:
+        if local:
+            try:
+                state_of = workload_readiness(store, dep_name, state.namespace)
+            except MlserveError as exc:
+                found.append(ObjectStatus(kind="Variant", name=dep_name, role=role, exists=False, detail=exc.message))
+                continue
+            found.append(ObjectStatus(kind="Variant", name=dep_name, role=role,
+                                      exists=state_of.detail != "not in the split", detail=state_of.detail))
+            continue
         try:
             dep = store.get("Deployment", dep_name, state.namespace)
         except MlserveError as exc:
@@ -200,8 +210,11 @@ def abort(store: Any, states: LeaseStateStore, registry: Any, name: str, *, reas
 
 def undo(store: Any, states: LeaseStateStore, registry: Any, name: str, *, dry_run: bool = False,
          clock: Clock | None = None, wait_ready: Callable[[str], None] | None = None,
-         revert_timeout: float = 60.0) -> AbortResult:
-    """Revert a finished rollout: back to the previous version (blue-green: an instant selector switch)."""
+         revert_timeout: float = 60.0, settle: Callable[[RolloutState], None] | None = None) -> AbortResult:
+    """Revert a finished rollout: back to the previous version (blue-green: an instant selector switch).
+
+    ``settle(state)`` runs last, after the registry rollback (the local target: until the stable variant,
+    which follows production, serves the previous version again)."""
     clock = clock or Clock()
     who = default_owner()
     before: list[str] = []
@@ -233,8 +246,12 @@ def undo(store: Any, states: LeaseStateStore, registry: Any, name: str, *, dry_r
         # always a compare-and-swap, even when the state does not (yet) say the registry was promoted:
         # the process we interrupted may promote a moment after we read its state, and then undoes it too
         try:
-            registry.restore(name, state.previous_version, state.version, f"mlserve rollout undo in {states.namespace}")
+            restored = registry.restore(name, state.previous_version, state.version,
+                                        f"mlserve rollout undo in {states.namespace}")
         except MlserveError as exc:
             warnings.append(f"registry rollback failed: {exc}")
+        else:
+            if restored and settle is not None:
+                settle(state)
     return AbortResult(model=name, version=state.version, namespace=states.namespace, phase_before=before[0],
                        phase="undone", changes=report.changes, already_reverted=False, warnings=warnings)

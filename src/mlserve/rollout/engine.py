@@ -66,7 +66,8 @@ class RolloutEngine:
     def plan(self, cfg: RolloutConfig, *, points_per_step: int | None = None) -> PlanResult:
         """The exact patches a rollout would send if every step passed; nothing is applied."""
         prepared, _ = self.executor.start(cfg, points_per_step=points_per_step)
-        return render(prepared, self._states(cfg.namespace), points_per_step=points_per_step)
+        return render(prepared, self._states(cfg.namespace), points_per_step=points_per_step,
+                      describe=getattr(self.store, "describe", None))
 
     def status(self, name: str, namespace: str, *, wait: bool = False, timeout: float = 600.0,
                poll: float = 1.0) -> StatusResult:
@@ -84,21 +85,37 @@ class RolloutEngine:
     def undo(self, name: str, namespace: str, *, dry_run: bool = False, revert_timeout: float = 60.0,
              ready_timeout: float = 300.0) -> AbortResult:
         def wait_ready(deployment: str) -> None:
-            from mlserve.rollout.workload import readiness
+            from mlserve.rollout.workload import workload_readiness
 
             if not self.live or dry_run:
                 return
             limit = self.clock.monotonic() + ready_timeout
             while True:
-                state = readiness(self.store.get("Deployment", deployment, namespace))
+                state = workload_readiness(self.store, deployment, namespace)
                 if state.ready:
                     return
                 if state.failed or self.clock.monotonic() > limit:
                     raise InfrastructureError(f"previous version {deployment} not ready after {ready_timeout:g}s: {state.detail}")
                 self.clock.sleep(0.25)
 
+        def settle(state: Any) -> None:
+            """A stable variant that follows production swaps back after the registry rollback: wait for it."""
+            from mlserve.rollout.workload import workload_readiness
+
+            if not hasattr(self.store, "readiness") or dry_run or not state.previous_version:
+                return
+            limit = self.clock.monotonic() + ready_timeout
+            while True:
+                ready = workload_readiness(self.store, state.stable, namespace, version=state.previous_version)
+                if ready.ready:
+                    return
+                if ready.failed or self.clock.monotonic() > limit:
+                    raise InfrastructureError(f"{state.stable} does not serve {state.previous_version} after "
+                                              f"{ready_timeout:g}s: {ready.detail}")
+                self.clock.sleep(0.1)
+
         return commands.undo(self.store, self._states(namespace), self.registry, name, dry_run=dry_run, clock=self.clock,
-                             wait_ready=wait_ready, revert_timeout=revert_timeout)
+                             wait_ready=wait_ready, revert_timeout=revert_timeout, settle=settle)
 
 
 __all__ = ["RolloutEngine", "RolloutConfig", "Clock", "Interrupt", "JudgeWindow", "Stop", "check_budget", "planned_wait"]

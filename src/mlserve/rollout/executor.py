@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mlserve import exitcodes
-from mlserve.errors import ConflictError, InfrastructureError, MlserveError, UsageError
+from mlserve.errors import ConflictError, InfrastructureError, MlserveError, RolledBackError, UsageError
 from mlserve.progress import NULL_PROGRESS, Progress
 from mlserve.rollout import steps as st
 from mlserve.rollout.patching import last_writer, patch_and_read
@@ -37,7 +37,7 @@ from mlserve.rollout.settings import DEFAULT_SLACK, RolloutConfig, planned_wait,
 from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, RolloutState, StepRecord, lease_name
 from mlserve.rollout.strategies import Prepared, prepare
 from mlserve.rollout.keeper import Keeper, Stop, notice_key
-from mlserve.rollout.workload import readiness
+from mlserve.rollout.workload import workload_readiness
 from mlserve.rollout.world import Interrupt, World, default_owner
 
 
@@ -153,6 +153,9 @@ class Executor:
         except Stop as stop:
             outcome, message = stop.outcome, stop.message
             final = self._finish_failed(run, outcome, message, by=stop.by)
+        except RolledBackError as exc:  # the target refused the new version (local: it cannot be served)
+            outcome, message = "rolled-back", exc.message
+            final = self._finish_failed(run, outcome, message)
         except MlserveError as exc:
             outcome, message = "failed", exc.message
             final = self._finish_failed(run, outcome, message)
@@ -221,7 +224,7 @@ class Executor:
         elif isinstance(step, st.Change):
             self._change(run, step)
         elif isinstance(step, st.WaitReady):
-            self._wait_ready(run, step.name, step.what, min_replicas=step.min_replicas)
+            self._wait_ready(run, step)
             if run.state.strategy == "blue-green":
                 run.judge_from = self.clock.now()  # the idle colour's preview traffic is judged from here
         elif isinstance(step, st.Record):
@@ -284,14 +287,16 @@ class Executor:
         if errors:
             raise InfrastructureError(f"the traffic router refused the change: {'; '.join(errors)}")
 
-    def _wait_ready(self, run: Run, name: str, what: str, *, min_replicas: int = 0) -> None:
+    def _wait_ready(self, run: Run, step: st.WaitReady) -> None:
         if not self.live or run.dry_run:
             return
+        name, what = step.name, step.what
         limit = self.clock.monotonic() + run.cfg.ready_timeout
         next_beat = 0.0
         with self.progress.task(f"waiting for {what} {name} to be ready") as task:
             while True:
-                state = readiness(self.store.get("Deployment", name, run.namespace), min_replicas=min_replicas)
+                state = workload_readiness(self.store, name, run.namespace, min_replicas=step.min_replicas,
+                                           kind=step.kind, version=step.version or None)
                 task.update(description=f"{what} {name}: {state.detail}")
                 if state.ready:
                     run.note(f"{what} {name} is ready ({state.detail})", self.clock.now(), self.progress)
@@ -390,6 +395,13 @@ class Executor:
 
     def _smoke(self, run: Run) -> None:
         cfg, state = run.cfg, run.state
+        own = getattr(self.store, "smoke", None)  # the local target: one inference pinned to the new version
+        if own is not None and not run.dry_run:
+            with self.keeper.beating(run):
+                ok, detail = own(state.version)
+            if not ok:
+                raise Stop("rolled-back", f"smoke check of {state.model} {state.version} failed: {detail}")
+            run.note(f"smoke check: {detail}", self.clock.now(), self.progress)
         if cfg.smoke_url:
             with self.keeper.beating(run):
                 answer = self.world.http.request("GET", cfg.smoke_url, timeout=cfg.smoke_timeout)
@@ -439,13 +451,17 @@ class Executor:
             run.changes.append(PlannedChange(stage="registry", action="registry",
                                              note=f"promote {state.model} {state.version} to production"))
             return
-        reason = (f"{state.strategy} rollout in {run.namespace} succeeded" if step.final
-                  else f"blue-green switch in {run.namespace}")
+        reason = step.reason or (f"{state.strategy} rollout in {run.namespace} succeeded" if step.final
+                                 else f"blue-green switch in {run.namespace}")
         try:
-            self.registry.promote(state.model, state.version, reason)
+            # a compare-and-swap: production must still hold the version it held when the rollout started
+            self.registry.promote(state.model, state.version, reason, expect_current=state.previous_version or "none")
             state.promoted_in_registry = True
             run.note(f"registry: {state.model}@production is now {state.version}", self.clock.now(), self.progress)
         except MlserveError as exc:
+            if step.required:
+                raise Stop("aborted", f"the registry promotion of {state.model} {state.version} failed: {exc.message}; "
+                                      "the server follows production, so the rollout cannot finish") from None
             run.warnings.append(f"the cluster serves {state.version} but the registry promotion failed: {exc} "
                                 f"(run `mlserve promote {state.model} {state.version}`)")
         if step.final:
@@ -476,8 +492,10 @@ class Executor:
         reverted = report.complete
         if not reverted:
             run.warnings.append(f"revert: {report.describe()}")
-        if by == "abort" and state.promoted_in_registry and not run.dry_run:
-            self._restore_registry(run, "abort")  # the abort may have read the state before our promotion landed
+        if state.promoted_in_registry and not run.dry_run and (by == "abort" or (by is None and reverted)):
+            # the abort may have read the state before our promotion landed; and a rollout that put traffic back on
+            # the previous version after promoting (local: stable follows production) takes the promotion back
+            self._restore_registry(run, "abort" if by == "abort" else "revert")
         if by in ("abort", "deleted"):
             # the aborting process records the outcome; we only made sure no step of ours survived it
             if not reverted:

@@ -18,7 +18,10 @@ from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, lease_name
 from mlserve.rollout.strategies import Prepared
 
 
-def render(prepared: Prepared, states: LeaseStateStore, *, points_per_step: int | None = None) -> PlanResult:
+def render(prepared: Prepared, states: LeaseStateStore, *, points_per_step: int | None = None,
+           describe: Any = None) -> PlanResult:
+    """``describe(kind, name, obj, ops)``: how the store sends a patch, shown as its note (the local target's
+    admin requests); None for stores that send the patch itself."""
     state = prepared.state
     sim: dict[tuple[str, str], dict[str, Any]] = {k: copy.deepcopy(v) for k, v in prepared.objects.items()}
     changes: list[PlannedChange] = []
@@ -40,12 +43,15 @@ def render(prepared: Prepared, states: LeaseStateStore, *, points_per_step: int 
                 continue
             ops = changes_only(step.ops(obj))
             if ops:
+                note = describe(step.kind, step.name, obj, ops) if describe is not None else ""
                 sim[(step.kind, step.name)] = apply_patch(obj, ops, in_place=False)
-                changes.append(PlannedChange(stage=step.why, action="patch", kind=step.kind, name=step.name, ops=ops))
+                changes.append(PlannedChange(stage=step.why, action="patch", kind=step.kind, name=step.name, ops=ops,
+                                             note=note))
         elif isinstance(step, st.WaitReady):
+            until = (f"until the {step.what} variant serves {step.version}, loaded and warmed up" if step.kind == "Variant"
+                     else f"until {step.what} is ready (observed generation, ready and available replicas)")
             changes.append(PlannedChange(stage=step.stage if step.stage != "step" else f"step {step.index + 1}",
-                                         action="wait", kind="Deployment", name=step.name,
-                                         note=f"until {step.what} is ready (observed generation, ready and available replicas)"))
+                                         action="wait", kind=step.kind, name=step.name, note=until))
         elif isinstance(step, st.Gate):
             changes.append(PlannedChange(stage=step.why, action="gate", note=f"POST {step.url} until it answers 2xx"))
         elif isinstance(step, st.Pause):
@@ -59,7 +65,8 @@ def render(prepared: Prepared, states: LeaseStateStore, *, points_per_step: int 
             changes.append(PlannedChange(stage="keep", action="wait", note=step.why))
         elif isinstance(step, st.PromoteInRegistry):
             changes.append(PlannedChange(stage="registry", action="registry",
-                                         note=f"promote {state.model} {state.version} to production"))
+                                         note=f"promote {state.model} {state.version} to production "
+                                              f"(if it still holds {state.previous_version or 'none'})"))
     return PlanResult(model=state.model, version=state.version, previous_version=state.previous_version,
                       strategy=state.strategy, namespace=state.namespace, router=state.router,
                       lease=lease_name(state.model), changes=changes, snapshot=state.snapshot,

@@ -54,8 +54,16 @@ class RegistryLink:
         except NotFoundError:
             return None
 
-    def promote(self, model: str, version: str, reason: str) -> str | None:
-        result = self.registry.promote(model, version, stage="production", reason=reason)
+    def promote(self, model: str, version: str, reason: str, expect_current: str | None = None) -> str | None:
+        """Promote ``version`` to production; with ``expect_current``, only if production holds that version
+        ("none": empty). Production already holding ``version`` counts as done (a resumed rollout)."""
+        try:
+            result = self.registry.promote(model, version, stage="production", reason=reason,
+                                           expect_current=expect_current)
+        except ExpectationFailedError:
+            if self.current(model) == version:
+                return None
+            raise
         return result.previous
 
     def rollback(self, model: str, reason: str) -> None:
@@ -88,7 +96,7 @@ class NoRegistry:
     def current(self, name: str) -> str | None:
         return None
 
-    def promote(self, model: str, version: str, reason: str) -> str | None:
+    def promote(self, model: str, version: str, reason: str, expect_current: str | None = None) -> str | None:
         return None
 
     def rollback(self, model: str, reason: str) -> None:

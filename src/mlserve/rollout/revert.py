@@ -51,7 +51,8 @@ def _restore_ops(snap: ObjectSnapshot, obj: dict[str, Any], state: RolloutState)
         if more:
             sim = apply_patch(sim, more, in_place=False)
             ops += more
-    router = router_of(state) if snap.role == "traffic" and state.strategy == "canary" else None
+    # a split router (canary, or the local target's two variants) always ends with no traffic on the canary
+    router = router_of(state) if snap.role == "traffic" and (state.strategy == "canary" or snap.kind == "Split") else None
     if router is not None:
         try:
             if router.weight(sim) != 0:

@@ -18,6 +18,7 @@ ROUTERS = ("gateway", "nginx", "istio")
 STRATEGIES = ("canary", "blue-green")
 ON_INTERRUPT = ("abort", "pause")
 ON_DRIFT = ("fail", "pause")
+TARGETS = ("kubernetes", "local")
 DEFAULT_SLACK = 1800.0  # default --timeout: the planned pauses (+ keep) plus this, for readiness and the judge
 DEFAULT_REVERT_TIMEOUT = 300.0  # how long a failed rollout keeps trying to put traffic back (--revert-timeout)
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -71,6 +72,7 @@ class RolloutConfig:
     notify: list[str] = field(default_factory=list)  # URLs that get one JSON POST per state change
     header_route: HeaderRoute | None = None
     baseline: bool = False  # a fresh copy of stable beside the canary, with the same traffic, for the judge
+    target: Literal["kubernetes", "local"] = "kubernetes"  # local: a running mlserve serve (docs/rollout.md)
     # blue-green
     selector_key: str = "slot"
     colours: tuple[str, str] = ("blue", "green")
@@ -162,6 +164,15 @@ def validate(cfg: RolloutConfig) -> None:
             raise UsageError(f"with --baseline a step gives the same share to the canary and the baseline, so steps "
                              f"above 50 (other than a last 100) cannot be compared: {', '.join(map(str, bad))}",
                              hint="use steps such as 5,25,50,100")
+    _choice(cfg.target, TARGETS, "--target")
+    if cfg.target == "local":
+        unsupported = [flag for flag, on in (("--baseline", cfg.baseline), ("--canary-header/--canary-cookie", cfg.header_route),
+                                             ("--router", cfg.router != "gateway"), ("--dry-run", cfg.dry_run))
+                       if on]
+        if unsupported:
+            raise UsageError(f"{', '.join(unsupported)} cannot be used with --target local: the server splits by weight "
+                             "between its stable and canary variants, and its admin endpoint has no dry run",
+                             hint="`mlserve rollout plan ... --target local` shows the exact admin requests, changing nothing")
     if cfg.strategy == "blue-green" and cfg.colours[0] == cfg.colours[1]:
         raise UsageError("the two colours of a blue-green rollout must differ")
 

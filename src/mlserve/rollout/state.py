@@ -158,6 +158,8 @@ class RolloutState(BaseModel):
     reverted: bool = False
     promoted_in_registry: bool = False
     keep_until: datetime | None = None
+    # where the rollout runs when it is not a cluster: {"kind": "local", "server": URL, "admin": URL, ...}
+    target: dict[str, str] = Field(default_factory=dict)
     snapshot: list[ObjectSnapshot] = Field(default_factory=list)
     record: list[StepRecord] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)

@@ -82,9 +82,13 @@ class SetHeaderRoute(Change):
 
 @dataclass(frozen=True)
 class WaitReady(Step):
+    """Wait until a workload is ready: a Deployment (replicas), or on the local target a variant of the split."""
+
     name: str = ""
     what: str = ""
     min_replicas: int = 0
+    kind: str = "Deployment"
+    version: str = ""  # local target: ready means serving this version ("" : any)
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,11 @@ class Keep(Step):
 
 @dataclass(frozen=True)
 class PromoteInRegistry(Step):
+    """Promote the version to production in the registry, by compare-and-swap on the previous version."""
+
     final: bool = True  # canary: the last step; blue-green: right after the switch
+    required: bool = False  # the rollout cannot go on without it (local: the stable variant follows @production)
+    reason: str = ""  # recorded in the registry journal ("" : the strategy's default)
 
 
 def replicas_ops(replicas: int) -> Callable[[dict[str, Any]], list[Op]]:

@@ -59,6 +59,10 @@ def router_of(state: RolloutState) -> Router | None:
     """A recorded rollout's router, rebuilt from its state (blue-green: its Service switch)."""
     kind, _, name = state.traffic_object.partition("/")
     baseline = state.baseline_service or None
+    if kind == "Split":  # the local target: a model's split in mlserve serve
+        from mlserve.rollout.local.router import SplitRouter
+
+        return SplitRouter(name, stable=state.stable, canary=state.canary)
     if state.strategy == "blue-green":
         snap = next((s for s in state.snapshot if s.role == "traffic"), None)
         if snap is None or not snap.fields:
@@ -134,6 +138,11 @@ def _workload_hint(cfg: RolloutConfig, option: str) -> str:
 
 def prepare(store: Any, cfg: RolloutConfig, *, model: str, version: str, previous: str | None, owner: str,
             now: datetime, points_per_step: int | None = None) -> Prepared:
+    if cfg.target == "local":
+        from mlserve.rollout.local.strategy import prepare_local
+
+        return prepare_local(store, cfg, model=model, version=version, previous=previous, owner=owner, now=now,
+                             points=points_per_step)
     if cfg.strategy == "canary":
         return _prepare_canary(store, cfg, model=model, version=version, previous=previous, owner=owner, now=now,
                                points=points_per_step)

@@ -343,3 +343,13 @@ def readiness(deployment: dict[str, Any] | None, *, min_replicas: int = 0) -> Re
                                  failed=True)
         return Readiness(False, detail)
     return Readiness(True, f"{want}/{want} ready")
+
+
+def workload_readiness(store: Any, name: str, namespace: str, *, min_replicas: int = 0, kind: str = "Deployment",
+                       version: str | None = None) -> Readiness:
+    """The readiness of workload ``name``: the store's own notion where it has one (the local target's
+    variants: serving ``version``), else the Deployment's (:func:`readiness`)."""
+    own = getattr(store, "readiness", None)
+    if own is not None:
+        return own(name, namespace, min_replicas=min_replicas, version=version or None)
+    return readiness(store.get(kind, name, namespace), min_replicas=min_replicas)
