@@ -100,31 +100,59 @@ def train_example(epochs: int, seed: int = 7) -> tuple[dict[str, Any], float]:
     return w, float((pred == yv).mean())
 
 
-def save_example(weights: dict[str, Any], path: Path) -> Path:
-    """Write the MLP as ONNX when onnx is installed, else as ``.npz``; returns the file written."""
+def save_example(weights: dict[str, Any], path: Path, *, broken: bool = False) -> Path:
+    """Write the MLP as ONNX when onnx is installed, else as ``.npz``; returns the file written.
+
+    ``broken=True`` writes a deliberately broken version (it needs onnx): the same network, whose
+    probabilities come out through a ``GatherElements`` whose indices are computed from the input,
+    ``[0, 1] + 1000 * (input[:, 0] > 1)``. For rows whose first feature is at most 1 (the zeros the server
+    warms up with, and about 84% of the example's users) it answers exactly what the healthy network
+    answers; for the others the index is out of range and ONNX Runtime fails while running, so the
+    server answers 500 for them: a real failure of a real model, nothing injected into the server.
+    """
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
+        if broken:
+            raise
         import numpy as np
 
         out = path.with_suffix(".npz")
         np.savez(out, **weights)
         return out
+    import numpy as np
+
     nodes = [helper.make_node("MatMul", ["input", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
              helper.make_node("Relu", ["h1"], ["h2"]), helper.make_node("MatMul", ["h2", "w2"], ["z0"]),
              helper.make_node("Add", ["z0", "b2"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+             helper.make_node("Softmax", ["logits"], ["probs" if broken else "probabilities"], axis=1)]
+    initializer = [numpy_helper.from_array(v, k) for k, v in weights.items()]
+    if broken:
+        nodes += [helper.make_node("Gather", ["input", "first_column"], ["x0"], axis=1),
+                  helper.make_node("Greater", ["x0", "limit"], ["over"]),
+                  helper.make_node("Cast", ["over"], ["over_i"], to=TensorProto.INT64),
+                  helper.make_node("Mul", ["over_i", "jump"], ["offset"]),
+                  helper.make_node("Add", ["offset", "columns"], ["index"]),
+                  helper.make_node("GatherElements", ["probs", "index"], ["probabilities"], axis=1)]
+        initializer += [numpy_helper.from_array(np.array([0], np.int64), "first_column"),
+                        numpy_helper.from_array(np.array(BROKEN_ABOVE, np.float32), "limit"),
+                        numpy_helper.from_array(np.array(1000, np.int64), "jump"),
+                        numpy_helper.from_array(np.array([[0, 1]], np.int64), "columns")]
     graph = helper.make_graph(
         nodes, "churn_mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()])
+        initializer=initializer)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mlserve-quickstart")
     model.ir_version = 8
     onnx.checker.check_model(model)
     out = path.with_suffix(".onnx")
     onnx.save(model, out)
     return out
+
+
+BROKEN_ABOVE = 1.0
+"""The broken version fails for every row whose first feature is above this."""
 
 
 MANIFESTS = {
