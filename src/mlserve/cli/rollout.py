@@ -1,4 +1,5 @@
-"""``mlserve rollout``: canary and blue-green delivery of registry versions on Kubernetes (or manifests).
+"""``mlserve rollout``: canary and blue-green delivery of registry versions on Kubernetes (or manifests), or on a
+running ``mlserve serve`` (``--target local``: its admin endpoint's traffic split).
 
 Options shared by several commands are declared once, in groups (:data:`TARGET`, :data:`WORKLOAD`,
 ...), and added to a command by :func:`with_options` (the pattern of sqlite-utils'
@@ -23,8 +24,8 @@ from mlserve.cli._options import JsonOpt, LockTimeoutOpt, RegistryOpt
 
 rollout_app = typer.Typer(
     name="rollout",
-    help="Progressive delivery on Kubernetes: canary and blue-green, judged by metrics, with automatic rollback. "
-         "Settings also come from the config file ($MLSERVE_CONFIG).",
+    help="Progressive delivery on Kubernetes, or on a running `mlserve serve` (--target local): canary and blue-green, "
+         "judged by metrics, with automatic rollback. Settings also come from the config file ($MLSERVE_CONFIG).",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -53,7 +54,15 @@ def _target(write: bool) -> list[Opt]:
         _opt("kubeconfig", Optional[str], None, "--kubeconfig", envvar=config.env_var("rollout.kubeconfig"), show_envvar=True,
              help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account)."),
         _opt("context", Optional[str], None, "--context", help="kubeconfig context to use."),
-        _opt("server", Optional[str], None, "--server", help="Kubernetes API URL, without authentication (tests, kubectl proxy)."),
+        _opt("server", Optional[str], None, "--server", help="Kubernetes API URL, without authentication (tests, kubectl "
+             "proxy); with --target local: the mlserve serve REST URL (default http://127.0.0.1:8000)."),
+        _opt("target", str, "kubernetes", "--target", help="kubernetes (a cluster or --manifests) or local (a running "
+             "mlserve serve, driven through its admin endpoint; the rollout state is kept in the registry)."),
+        _opt("admin_url", Optional[str], None, "--admin-url", help="--target local: the server's admin endpoint "
+             "(default http://127.0.0.1:8002, as --admin-host/--admin-port of mlserve serve)."),
+        _opt("admin_token", Optional[str], None, "--admin-token", envvar="MLSERVE_ADMIN_TOKEN", show_envvar=True,
+             help="--target local: the admin token the server was started with (prefer the environment variable: "
+                  "a flag shows in ps)."),
     ]
 
 
@@ -69,6 +78,7 @@ def _registry(purpose: str) -> list[Opt]:
 
 ROLLOUT_REGISTRY = _registry("Take --to as a plain version string; do not resolve it or record anything in the registry.")
 REVERT_REGISTRY = _registry("Do not touch the registry: no production rollback, no journal entry (for rollouts run with --no-registry).")
+STATE_REGISTRY = [Opt("registry", RegistryOpt, None), Opt("lock_timeout", LockTimeoutOpt, None)]  # local: the state's home
 
 WORKLOAD = [
     _opt("workload", Optional[str], None, "--workload", help="Name of the stable Deployment, Service and route at once "
@@ -196,8 +206,10 @@ def build_config(name: str, to: str, strategy: str, opts: Any) -> Any:
         route = HeaderRoute(header=key.strip(), value=val)
     elif cookie is not None:
         route = HeaderRoute(cookie=cookie.strip())
+    local = check_target(opts)
     cfg = RolloutConfig(
-        name=name, to=to, strategy=strategy, namespace=config.resolve("rollout.namespace", _value(opts, "namespace")),  # type: ignore[arg-type]
+        name=name, to=to, strategy=strategy, target="local" if local else "kubernetes",
+        namespace=LOCAL_NAMESPACE if local else config.resolve("rollout.namespace", _value(opts, "namespace")),  # type: ignore[arg-type]
         router=_value(opts, "router"), steps=_value(opts, "steps") if strategy == "canary" else [100],
         pause=duration("pause", "--pause", optional=True), timeout=duration("timeout", "--timeout", optional=True),
         workload=_value(opts, "workload"), deployment=_value(opts, "deployment"), service=_value(opts, "service"),
@@ -212,7 +224,8 @@ def build_config(name: str, to: str, strategy: str, opts: Any) -> Any:
         dry_run=_value(opts, "dry_run"), resume=_value(opts, "resume"), gates=list(_value(opts, "gate") or []),
         gate_interval=duration("gate_interval", "--gate-interval"),  # type: ignore[arg-type]
         notify=list(_value(opts, "notify") or []), header_route=route, baseline=_value(opts, "baseline"),
-        selector_key=_value(opts, "selector_key"), keep=duration("keep", "--keep") if strategy == "blue-green" else 0.0,  # type: ignore[arg-type]
+        selector_key=_value(opts, "selector_key"),
+        keep=duration("keep", "--keep") if strategy == "blue-green" and not local else 0.0,  # type: ignore[arg-type]
         smoke_url=_value(opts, "smoke_url"), smoke_cmd=_value(opts, "smoke_cmd"),
     )
     validate(cfg)
@@ -224,13 +237,47 @@ def build_config(name: str, to: str, strategy: str, opts: Any) -> Any:
     return cfg
 
 
-def _target_of(opts: Any) -> Any:
+LOCAL_NAMESPACE = "local"  # what the rollout state and messages name as the "namespace" of --target local
+KUBERNETES_ONLY = [("manifests", "--manifests"), ("kubeconfig", "--kubeconfig"), ("context", "--context"),
+                   ("workload", "--workload"), ("deployment", "--deployment"), ("service", "--service"),
+                   ("route", "--route"), ("container", "--container"), ("version_label", "--version-label")]
+
+
+def check_target(opts: Any) -> bool:
+    """Whether the target is local; a UsageError for an unknown target or options that belong to the other one."""
+    from mlserve.errors import UsageError
+
+    target = getattr(opts, "target", "kubernetes")
+    if target not in ("kubernetes", "local"):
+        raise UsageError(f"--target must be kubernetes or local, not {target!r}")
+    if target == "kubernetes":
+        if getattr(opts, "admin_url", None) is not None:
+            raise UsageError("--admin-url needs --target local")
+        return False
+    given = [flag for name, flag in KUBERNETES_ONLY if getattr(opts, name, None) not in (None, [])]
+    if getattr(opts, "no_registry", False):
+        given.append("--no-registry")
+    if given:
+        raise UsageError(f"{', '.join(given)} cannot be used with --target local: it drives the split of the model "
+                         "NAME on one mlserve serve, and keeps the rollout state in the registry")
+    from mlserve.rollout.local.connect import check_url
+
+    for name, flag in (("server", "--server"), ("admin_url", "--admin-url")):
+        if getattr(opts, name, None) is not None:
+            check_url(getattr(opts, name), flag)
+    return True
+
+
+def _target_of(opts: Any, name: str | None = None) -> Any:
     from mlserve.rollout.api import Target
 
-    return Target(namespace=config.resolve("rollout.namespace", opts.namespace), manifests=opts.manifests,
-                  kubeconfig=config.resolve("rollout.kubeconfig", opts.kubeconfig), context=opts.context, server=opts.server,
-                  registry=getattr(opts, "registry", None), lock_timeout=getattr(opts, "lock_timeout", None),
-                  use_registry=not getattr(opts, "no_registry", False))
+    local = check_target(opts)
+    return Target(kind="local" if local else "kubernetes",
+                  namespace=LOCAL_NAMESPACE if local else config.resolve("rollout.namespace", opts.namespace),
+                  manifests=opts.manifests, kubeconfig=config.resolve("rollout.kubeconfig", opts.kubeconfig),
+                  context=opts.context, server=opts.server, registry=getattr(opts, "registry", None),
+                  lock_timeout=getattr(opts, "lock_timeout", None), use_registry=not getattr(opts, "no_registry", False),
+                  admin_url=getattr(opts, "admin_url", None), admin_token=getattr(opts, "admin_token", None), model=name)
 
 
 def _finish(kind: str, result: Any, as_json: bool, render: Any) -> None:
@@ -352,10 +399,12 @@ def _run_strategy(strategy: str, name: str, to: str, opts: Any) -> None:
     from mlserve.rollout.api import run_rollout
     from mlserve.rollout.interrupts import catch_signals
 
-    target = _target_of(opts)
+    target = _target_of(opts, name)
+    prometheus_url, source = config.resolve_with_source("rollout.prometheus_url", opts.prometheus_url)
+    if target.local and source == "default":
+        prometheus_url = None  # the judge scrapes the server's /metrics itself
     with catch_signals() as interrupt:
-        result = run_rollout(cfg, target, analysis=opts.analysis,
-                             prometheus_url=config.resolve("rollout.prometheus_url", opts.prometheus_url),
+        result = run_rollout(cfg, target, analysis=opts.analysis, prometheus_url=prometheus_url,
                              no_analysis=opts.no_analysis, progress=progress_for(opts.as_json), interrupt=interrupt)
     _finish("rollout", result, opts.as_json, _render_rollout)
 
@@ -381,7 +430,7 @@ def plan(name: NameArg, to: ToOpt, opts: Any = None) -> None:
     from mlserve.cli._output import emit
     from mlserve.rollout.api import plan_rollout
 
-    emit("rollout-plan", plan_rollout(cfg, _target_of(opts), analysis=opts.analysis, no_analysis=opts.no_analysis),
+    emit("rollout-plan", plan_rollout(cfg, _target_of(opts, name), analysis=opts.analysis, no_analysis=opts.no_analysis),
          opts.as_json, _render_plan)
 
 
@@ -391,7 +440,7 @@ STATUS = [
 ]
 
 
-@with_options(STATUS, READ_TARGET, OUTPUT)
+@with_options(STATUS, READ_TARGET, STATE_REGISTRY, OUTPUT)
 def status(name: NameArg, opts: Any = None) -> None:
     """Show the recorded state of NAME's rollout (phase, step, owner, deadline, verdicts, live objects). Read-only.
 
@@ -406,7 +455,7 @@ def status(name: NameArg, opts: Any = None) -> None:
     timeout = parse_duration(opts.timeout, what="--timeout")
     from mlserve.rollout.api import rollout_status
 
-    result = rollout_status(name, _target_of(opts), wait=opts.wait, timeout=timeout)
+    result = rollout_status(name, _target_of(opts, name), wait=opts.wait, timeout=timeout)
     if not opts.wait:
         result.exit_code = 0
     _finish("rollout-status", result, opts.as_json, _render_status)
@@ -438,12 +487,12 @@ def abort(name: NameArg, opts: Any = None) -> None:
     from mlserve.rollout.interrupts import catch_signals
 
     with catch_signals():  # a Ctrl-C must not leave the revert half-done
-        result = abort_rollout(name, _target_of(opts), reason=opts.reason, dry_run=opts.dry_run, revert_timeout=budget)
+        result = abort_rollout(name, _target_of(opts, name), reason=opts.reason, dry_run=opts.dry_run, revert_timeout=budget)
     emit("rollout-abort", result, opts.as_json, _render_abort)
 
 
 @with_options([_opt("full", bool, False, "--full", help="Skip every remaining pause, not only the current one.")],
-              TARGET, OUTPUT)
+              TARGET, STATE_REGISTRY, OUTPUT)
 def promote(name: NameArg, opts: Any = None) -> None:
     """Tell the running rollout of NAME to skip its current pause (--full: all pauses).
 
@@ -455,7 +504,7 @@ def promote(name: NameArg, opts: Any = None) -> None:
     from mlserve.cli._output import emit
     from mlserve.rollout.api import promote_rollout
 
-    emit("rollout-promote", promote_rollout(name, _target_of(opts), full=opts.full), opts.as_json,
+    emit("rollout-promote", promote_rollout(name, _target_of(opts, name), full=opts.full), opts.as_json,
          lambda console, r: console.print(r.message))
 
 
@@ -476,7 +525,7 @@ def undo(name: NameArg, opts: Any = None) -> None:
     from mlserve.rollout.interrupts import catch_signals
 
     with catch_signals():  # a Ctrl-C must not leave the revert half-done
-        result = undo_rollout(name, _target_of(opts), dry_run=opts.dry_run, revert_timeout=budget)
+        result = undo_rollout(name, _target_of(opts, name), dry_run=opts.dry_run, revert_timeout=budget)
     emit("rollout-undo", result, opts.as_json, _render_abort)
 
 

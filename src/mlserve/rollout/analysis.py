@@ -214,11 +214,12 @@ def _spec_error(source: str, exc: ValidationError) -> UsageError:
     return UsageError(f"{source}: {text}", details={"errors": [{"loc": loc, "msg": msg} for _, loc, msg in problems]})
 
 
-def analysis_from_dict(doc: Any, *, source: str = "analysis") -> AnalysisSpec:
+def analysis_from_dict(doc: Any, *, source: str = "analysis", selector: str | None = None) -> AnalysisSpec:
     """Validate a parsed analysis document; a ``defaults:`` mapping adds the ready-made checks.
 
     ``defaults: {}`` (or with :func:`default_analysis` arguments such as ``min_success_rate``)
-    puts the success-rate and p99-latency checks before the file's own ``metrics``.
+    puts the success-rate and p99-latency checks before the file's own ``metrics``. ``selector``:
+    the ``defaults``' selector when the file sets none (``--target local``: the server's variants).
     """
     if not isinstance(doc, dict):
         raise UsageError(f"{source}: expected a mapping with a 'metrics' list, got {type(doc).__name__}")
@@ -231,6 +232,8 @@ def analysis_from_dict(doc: Any, *, source: str = "analysis") -> AnalysisSpec:
             unknown = sorted(set(defaults) - set(DEFAULT_OPTIONS))
             if unknown:
                 raise UsageError(f"{source}: defaults: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTIONS)}")
+            if selector is not None:
+                defaults = {"selector": selector, **defaults}
             base = default_analysis(**defaults)
             own = doc.pop("metrics", None) or []
             merged = {**base.model_dump(exclude={"metrics"}), **doc}
@@ -241,7 +244,7 @@ def analysis_from_dict(doc: Any, *, source: str = "analysis") -> AnalysisSpec:
         raise _spec_error(source, exc) from exc
 
 
-def load_analysis(path: str | Path) -> AnalysisSpec:
+def load_analysis(path: str | Path, *, selector: str | None = None) -> AnalysisSpec:
     """Read an analysis file (YAML, or JSON by its ``.json`` suffix); errors name the file and field."""
     path = Path(path)
     try:
@@ -265,7 +268,7 @@ def load_analysis(path: str | Path) -> AnalysisSpec:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
             raise UsageError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
-    return analysis_from_dict(doc, source=str(path))
+    return analysis_from_dict(doc, source=str(path), selector=selector)
 
 
 DEFAULT_OPTIONS = (

@@ -27,8 +27,11 @@ from mlserve.rollout.engine import (
 
 @dataclass
 class Target:
-    """Where the objects are: ``manifests`` (a directory of YAML files) or a cluster."""
+    """Where the objects are: ``manifests`` (a directory of YAML files), a cluster, or (``kind`` "local") a
+    running ``mlserve serve``: ``server`` its REST URL, ``admin_url``/``admin_token`` its admin endpoint, ``model``
+    the served model."""
 
+    kind: str = "kubernetes"
     namespace: str = "default"
     manifests: Path | None = None
     kubeconfig: str | None = None
@@ -37,9 +40,23 @@ class Target:
     registry: Path | None = None
     lock_timeout: float | None = None
     use_registry: bool = True
+    admin_url: str | None = None
+    admin_token: str | None = None
+    model: str | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.kind == "local"
 
 
-def open_store(target: Target, *, write: bool = True) -> Any:
+def open_store(target: Target, *, write: bool = True, need_token: bool = True) -> Any:
+    if target.local:
+        from mlserve.registry import Registry
+        from mlserve.rollout.local.connect import open_server_store
+
+        return open_server_store(target.model or "", server=target.server, admin=target.admin_url,
+                                 token=target.admin_token, need_token=need_token,
+                                 registry=Registry(root=target.registry, lock_timeout=target.lock_timeout))
     if target.manifests is not None:
         from mlserve.rollout.manifests import ManifestStore
 
@@ -69,14 +86,20 @@ class SkippedVerdict:
 STABLE_IDLE = "stable serves no traffic at 100%: nothing to compare against"
 
 
-def load_spec(analysis: Path | None) -> Any:
+def load_spec(analysis: Path | None, *, local: bool = False) -> Any:
+    """The analysis file, or the default analysis; ``local``: its default checks select the server's variants."""
     from mlserve.rollout.analysis import default_analysis, load_analysis
 
-    return load_analysis(analysis) if analysis is not None else default_analysis()
+    selector = None
+    if local:
+        from mlserve.rollout.local.connect import SELECTOR as selector
+    if analysis is not None:
+        return load_analysis(analysis, selector=selector)
+    return default_analysis(selector=selector) if selector else default_analysis()
 
 
-def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float | None = None,
-                     spec: Any = None, sleep: Any = None) -> Judge:
+def prometheus_judge(analysis: Path | None, prometheus_url: str | None, *, pause: float | None = None,
+                     spec: Any = None, sleep: Any = None, querier: Any = None) -> Judge:
     """The Prometheus judge of :mod:`mlserve.rollout.analysis`, as the engine's callable.
 
     A ``pause`` too short to give every metric its ``min_points`` independent points is refused up
@@ -88,6 +111,9 @@ def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float
 
     A failing query (Prometheus unreachable or answering 5xx) is retried every ``step``; after more
     than ``consecutive_error_limit`` failures in a row the error stands (exit 12, reverted).
+
+    ``querier``: where the queries go instead of the Prometheus at ``prometheus_url`` (``--target local``
+    without Prometheus: the judge's own scraper, :func:`mlserve.rollout.local.connect.scrape_querier`).
     """
     import time
 
@@ -103,7 +129,7 @@ def prometheus_judge(analysis: Path | None, prometheus_url: str, *, pause: float
                          f"({spec.warmup().total_seconds():g}s warm-up, then one point every "
                          f"{spec.sample_interval().total_seconds():g}s up to min_points)",
                          hint="lengthen --pause, lower min_points in the analysis file, or use --no-analysis")
-    client = PrometheusClient(prometheus_url)
+    client = querier if querier is not None else PrometheusClient(prometheus_url)
     pause_between = parse_duration(spec.step).total_seconds()
     wait = sleep or time.sleep
 
@@ -143,8 +169,8 @@ def points_per_step(cfg: RolloutConfig, spec: Any) -> int | None:
 
 def _engine(target: Target, *, judge: Judge | None = None, progress: Progress = NULL_PROGRESS,
             interrupt: Interrupt | None = None, registry: bool = True, write: bool = True,
-            retry_budget: float | None = None) -> RolloutEngine:
-    store = open_store(target, write=write)
+            retry_budget: float | None = None, need_token: bool = True) -> RolloutEngine:
+    store = open_store(target, write=write, need_token=need_token)
     if retry_budget is not None and hasattr(store, "retry_budget"):
         store.retry_budget = retry_budget
     return RolloutEngine(store, judge=judge, registry=open_registry(target) if registry else None,
@@ -165,13 +191,12 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
     from mlserve.rollout.settings import DEFAULT_SLACK, check_budget, planned_wait, validate
 
     validate(cfg)
-    judge = None
     spec = None
     if cfg.strategy == "blue-green" and not no_analysis and analysis is None:
         cfg.analysis_note = ("analysis skipped: before the switch the idle colour gets no traffic to judge "
                              "(pass --analysis with thresholds for its preview traffic); readiness and smoke checks only")
-    elif not no_analysis and target.manifests is None and prometheus_url:
-        spec = load_spec(analysis)
+    elif not no_analysis and target.manifests is None and (prometheus_url or target.local):
+        spec = load_spec(analysis, local=target.local)
         if cfg.strategy == "blue-green" and not any(m.threshold is not None for m in spec.metrics):
             raise UsageError(f"the analysis {analysis} has no threshold metric: blue-green judges the idle colour "
                              "against thresholds only (stable's traffic is not comparable)",
@@ -181,11 +206,21 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
     if cfg.timeout is None:
         cfg.timeout = planned_wait(cfg) + DEFAULT_SLACK
     check_budget(cfg)
-    if spec is not None:
-        judge = prometheus_judge(analysis, prometheus_url, pause=cfg.pause, spec=spec)  # type: ignore[arg-type]
     # transient API errors are retried for up to half the Lease duration: the heartbeat survives them
-    return _engine(target, judge=judge, progress=progress, interrupt=interrupt,
-                   retry_budget=max(1.0, cfg.lease_seconds / 2)).run(cfg)
+    engine = _engine(target, progress=progress, interrupt=interrupt, retry_budget=max(1.0, cfg.lease_seconds / 2))
+    scraper = None
+    try:
+        if spec is not None:
+            querier = None
+            if target.local and not prometheus_url:  # no Prometheus: the judge scrapes the server's /metrics itself
+                from mlserve.rollout.local.connect import scrape_querier
+
+                querier, scraper = scrape_querier(spec, engine.store.client.metrics_url())
+            engine.executor.judge = prometheus_judge(analysis, prometheus_url, pause=cfg.pause, spec=spec, querier=querier)
+        return engine.run(cfg)
+    finally:
+        if scraper is not None:
+            scraper.stop()
 
 
 def plan_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = None, no_analysis: bool = False) -> PlanResult:
@@ -195,7 +230,7 @@ def plan_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = 
     validate(cfg)
     spec = None
     if not no_analysis and target.manifests is None and (cfg.strategy == "canary" or analysis is not None):
-        spec = load_spec(analysis)
+        spec = load_spec(analysis, local=target.local)
     if cfg.pause is None:  # what a run with this analysis would pause
         cfg.pause = spec.min_range().total_seconds() if spec is not None else 0.0
     result = _engine(target, write=False).plan(cfg, points_per_step=points_per_step(cfg, spec))
@@ -227,7 +262,7 @@ def _manifest_diff(plan: PlanResult, target: Target) -> str:
 
 
 def rollout_status(name: str, target: Target, *, wait: bool = False, timeout: float = 600.0) -> StatusResult:
-    return _engine(target, registry=False).status(name, target.namespace, wait=wait, timeout=timeout)
+    return _engine(target, registry=False, need_token=False).status(name, target.namespace, wait=wait, timeout=timeout)
 
 
 def abort_rollout(name: str, target: Target, *, reason: str | None = None, dry_run: bool = False,

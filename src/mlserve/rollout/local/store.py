@@ -95,9 +95,16 @@ class ServerStore:
 
     is_live = True
 
-    def __init__(self, client: ServerClient, model: str) -> None:
+    def __init__(self, client: ServerClient, model: str, states: Any = None) -> None:
         self.client = client
         self.model = model
+        self._states = states  # where the rollout's Lease lives (:class:`~mlserve.rollout.local.state.RegistryLeases`)
+
+    def state_store(self) -> Any:
+        """The store of the rollout state: the registry directory's Leases (the engine asks for it)."""
+        if self._states is None:
+            raise UsageError("the local target keeps its rollout state in the registry: give --registry")
+        return self._states
 
     @property
     def retry_budget(self) -> float:
