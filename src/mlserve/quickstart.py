@@ -140,7 +140,9 @@ class AbVerdict(BaseModel):
     experiment: str
     units: dict[str, int]
     verdict: str
+    """``ship treatment``, ``keep control``, ... as ``mlserve ab analyze`` says."""
     reason: str
+    sample_ratio_passed: Optional[bool] = None
 
 
 class QuickstartResult(BaseModel):
@@ -161,6 +163,12 @@ class QuickstartResult(BaseModel):
     elapsed_seconds: float = 0.0
     warnings: list[str] = Field(default_factory=list)
     _admin_token: str = PrivateAttr(default="")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def replay_script(self) -> str:
+        """:meth:`script`, in the JSON document too (``mlserve quickstart --json | jq -r .result.replay_script``)."""
+        return self.script()
 
     def script(self) -> str:
         """The steps as a shell script: one replayable line per command, its outcome as a comment."""
@@ -607,25 +615,21 @@ def _live_steps(workdir: Path, run: Runner, step: Callable[..., dict[str, Any]],
                            + ", ".join(f"{k} {v} users" for k, v in sorted(counts.items())))
     r = step("ab-analyze", ["ab", "analyze", "ab-assignments.jsonl", "--outcomes", "outcomes.csv",
                             "--experiment", EXPERIMENT, "--metric", "retained", "--split", "control=50,treatment=50"],
-             lambda r: f"verdict: {_ab_fields(r)[2]}: {_ab_fields(r)[3]}")
+             lambda r: f"verdict: {_ab_fields(r)[2]}: {_ab_fields(r)[3]}; units per variant "
+                       + ", ".join(f"{k} {v}" for k, v in _ab_fields(r)[1].items()))
     units, verdict, reason = _ab_fields(r)[1:]
-    result.ab = AbVerdict(experiment=EXPERIMENT, units=units, verdict=verdict, reason=reason)
+    srm = r.get("sample_ratio") or {}
+    result.ab = AbVerdict(experiment=EXPERIMENT, units=units, verdict=verdict, reason=reason,
+                          sample_ratio_passed=srm.get("passed"))
 
 
 def _ab_fields(r: dict[str, Any]) -> tuple[None, dict[str, int], str, str]:
-    verdict = r.get("verdict")
-    if isinstance(verdict, dict):
-        decision = verdict.get("decision") or verdict.get("verdict") or verdict.get("action") or ""
-        if verdict.get("variant") and str(decision).lower() == "ship":
-            decision = f"{decision} {verdict['variant']}"
-        reason = verdict.get("reason", "")
-    else:
-        decision, reason = verdict or "", r.get("reason", "")
-    units = {}
-    for v in r.get("variants") or []:
-        if isinstance(v, dict) and "name" in v:
-            units[v["name"]] = int(v.get("units") or 0)
-    return None, units, str(decision), str(reason)
+    """(None, units per variant, verdict such as "ship treatment", reason) of ``ab analyze``'s result."""
+    verdict = str(r.get("verdict") or "")
+    if r.get("winner"):
+        verdict = f"{verdict} {r['winner']}"
+    units = {str(k): int(v) for k, v in ((r.get("sample_ratio") or {}).get("counts") or {}).items()}
+    return None, units, verdict, str(r.get("reason") or "")
 
 
 def _load_summary(doc: dict[str, Any]) -> LoadSummary:
