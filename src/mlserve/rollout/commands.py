@@ -210,8 +210,11 @@ def abort(store: Any, states: LeaseStateStore, registry: Any, name: str, *, reas
 
 def undo(store: Any, states: LeaseStateStore, registry: Any, name: str, *, dry_run: bool = False,
          clock: Clock | None = None, wait_ready: Callable[[str], None] | None = None,
-         revert_timeout: float = 60.0) -> AbortResult:
-    """Revert a finished rollout: back to the previous version (blue-green: an instant selector switch)."""
+         revert_timeout: float = 60.0, settle: Callable[[RolloutState], None] | None = None) -> AbortResult:
+    """Revert a finished rollout: back to the previous version (blue-green: an instant selector switch).
+
+    ``settle(state)`` runs last, after the registry rollback (the local target: until the stable variant,
+    which follows production, serves the previous version again)."""
     clock = clock or Clock()
     who = default_owner()
     before: list[str] = []
@@ -243,8 +246,12 @@ def undo(store: Any, states: LeaseStateStore, registry: Any, name: str, *, dry_r
         # always a compare-and-swap, even when the state does not (yet) say the registry was promoted:
         # the process we interrupted may promote a moment after we read its state, and then undoes it too
         try:
-            registry.restore(name, state.previous_version, state.version, f"mlserve rollout undo in {states.namespace}")
+            restored = registry.restore(name, state.previous_version, state.version,
+                                        f"mlserve rollout undo in {states.namespace}")
         except MlserveError as exc:
             warnings.append(f"registry rollback failed: {exc}")
+        else:
+            if restored and settle is not None:
+                settle(state)
     return AbortResult(model=name, version=state.version, namespace=states.namespace, phase_before=before[0],
                        phase="undone", changes=report.changes, already_reverted=False, warnings=warnings)

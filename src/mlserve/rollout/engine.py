@@ -98,8 +98,24 @@ class RolloutEngine:
                     raise InfrastructureError(f"previous version {deployment} not ready after {ready_timeout:g}s: {state.detail}")
                 self.clock.sleep(0.25)
 
+        def settle(state: Any) -> None:
+            """A stable variant that follows production swaps back after the registry rollback: wait for it."""
+            from mlserve.rollout.workload import workload_readiness
+
+            if not hasattr(self.store, "readiness") or dry_run or not state.previous_version:
+                return
+            limit = self.clock.monotonic() + ready_timeout
+            while True:
+                ready = workload_readiness(self.store, state.stable, namespace, version=state.previous_version)
+                if ready.ready:
+                    return
+                if ready.failed or self.clock.monotonic() > limit:
+                    raise InfrastructureError(f"{state.stable} does not serve {state.previous_version} after "
+                                              f"{ready_timeout:g}s: {ready.detail}")
+                self.clock.sleep(0.1)
+
         return commands.undo(self.store, self._states(namespace), self.registry, name, dry_run=dry_run, clock=self.clock,
-                             wait_ready=wait_ready, revert_timeout=revert_timeout)
+                             wait_ready=wait_ready, revert_timeout=revert_timeout, settle=settle)
 
 
 __all__ = ["RolloutEngine", "RolloutConfig", "Clock", "Interrupt", "JudgeWindow", "Stop", "check_budget", "planned_wait"]

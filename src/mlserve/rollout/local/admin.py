@@ -109,7 +109,7 @@ class ServerClient:
         if answer.status == 409:
             raise ConflictError(f"the split changed under us: {detail}")
         if answer.status == 422:
-            raise UnservableVersion(f"the server cannot serve it: {detail}")
+            raise UnservableVersion(f"mlserve serve at {where} refused {what} (422), it cannot serve that version: {detail}")
         if answer.status == 0 or answer.status >= 500:
             raise InfrastructureError(f"mlserve serve at {where} did not answer {what}: {detail}",
                                       hint="check --server / --admin-url and that mlserve serve is running")
