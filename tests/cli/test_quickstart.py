@@ -172,3 +172,47 @@ def test_a_failure_stops_every_background_command(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         run_quickstart(tmp_path / "demo", runner, ports=[1, 2, 3, 4])
     assert len(runner.started) == 2 and all(not b.running() for b in runner.started)
+
+
+def test_sigterm_during_the_live_part_leaves_no_process_behind(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    pytest.importorskip("onnxruntime")
+    from mlserve.quickstart import free_ports
+
+    first = free_ports(1)[0]
+    while first > 60000:
+        first = free_ports(1)[0]
+    try:
+        free_ports(4, first)
+    except Exception:
+        pytest.skip("no 4 consecutive free ports")
+    workdir = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "mlserve", "quickstart", "--workdir", str(workdir),
+                             "--port", str(first)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (workdir / "load.log").exists() and proc.poll() is None:
+        time.sleep(0.2)
+    assert (workdir / "load.log").exists(), proc.stderr.read() if proc.poll() is not None else "no load started"
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+
+    def ours() -> list[str]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if f"127.0.0.1:{first}" in cmd or f"--http-port {first} " in cmd:
+                    found.append(f"{entry.name}: {cmd}")
+        return found
+
+    assert ours() == [], "the server and the load were stopped"
+    log = (workdir / "serve.log").read_text()
+    assert '"event":"stopped"' in log.replace(" ", ""), "the server drained on SIGTERM"

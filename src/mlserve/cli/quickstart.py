@@ -136,21 +136,9 @@ def quickstart(
     ports = free_ports(4, port) if port is not None else None
     token = secrets.token_hex(16)
     runner = _Runner(workdir, registry_of(workdir), token)
-    previous = None
-    if sys.platform != "win32":
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            def _terminated(signum: int, frame: Any) -> None:
-                raise KeyboardInterrupt  # run_quickstart's cleanup stops what it started
-
-            previous = signal.signal(signal.SIGTERM, _terminated)
-    try:
-        result = run_quickstart(workdir, runner, progress=progress_for(as_json), ports=ports, admin_token=token,
-                                with_manifests=with_manifests)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    # a SIGTERM or Ctrl-C unwinds run_quickstart (cli/entry.py raises it in the main thread): it stops what it started
+    result = run_quickstart(workdir, runner, progress=progress_for(as_json), ports=ports, admin_token=token,
+                            with_manifests=with_manifests)
     emit("quickstart", result, as_json, _render)
     if result.stable_ok is False:
         raise typer.Exit(1)
