@@ -152,8 +152,8 @@ ENVIRONMENT: list[EnvVar] = [
     EnvVar("NO_COLOR", "set to anything to print no colours"),
     EnvVar("GITHUB_RUN_ID", "rollout: names the CI job holding a rollout's Lease (also CI_JOB_ID, BUILD_ID)"),
     EnvVar("MLSERVE_SERVE_METRICS_LABELS", "mlserve serve: constant metric labels, KEY=VALUE separated by spaces"),
-    EnvVar("MLSERVE_ADMIN_TOKEN", "mlserve serve: the admin endpoint's bearer token (a secret: no config key, never "
-                                  "shown by 'mlserve config')"),
+    EnvVar("MLSERVE_ADMIN_TOKEN", "mlserve serve: the admin endpoint's bearer token, also sent by 'mlserve rollout "
+                                  "--target local' (a secret: no config key, never shown by 'mlserve config')"),
 ]
 """Environment variables that are not settings (settings add their own, see :func:`environment`)."""
 

@@ -134,3 +134,62 @@ def test_options_are_declared_once_and_shared(cli):
     source = (SRC / "cli" / "rollout.py").read_text()
     assert "dict(locals())" not in source and source.count('_opt("pause",') == 1
     assert callable(rollout.with_options)
+
+
+LOCAL_BAD = [
+    ("canary", ["--manifests", "deploy"], "--manifests cannot be used with --target local"),
+    ("canary", ["--kubeconfig", "k"], "--kubeconfig cannot be used with --target local"),
+    ("canary", ["--workload", "churn-api", "--context", "c"], "--context, --workload cannot be used with --target local"),
+    ("canary", ["--no-registry"], "--no-registry cannot be used with --target local"),
+    ("canary", ["--baseline"], "--baseline cannot be used with --target local"),
+    ("canary", ["--router", "nginx"], "--router cannot be used with --target local"),
+    ("canary", ["--dry-run"], "--dry-run cannot be used with --target local"),
+    ("canary", ["--canary-header", "X-Canary=1"], "--canary-header/--canary-cookie cannot be used with --target local"),
+    ("canary", ["--server", "127.0.0.1:8000"], "--server must start with http:// or https://"),
+    ("canary", ["--admin-url", "localhost:8002"], "--admin-url must start with http:// or https://"),
+    ("canary", ["--pause", "1s"], "--pause 1s is too short for the analysis"),
+    ("blue-green", ["--version-label", "v"], "--version-label cannot be used with --target local"),
+    ("plan", ["--deployment", "d"], "--deployment cannot be used with --target local"),
+    ("status", ["--server", "ftp://x"], "--server must start with http:// or https://"),
+    ("abort", ["--no-registry"], "--no-registry cannot be used with --target local"),
+    ("undo", ["--manifests", "m"], "--manifests cannot be used with --target local"),
+    ("promote", ["--context", "c"], "--context cannot be used with --target local"),
+]
+
+
+@pytest.mark.parametrize("command,extra,message", LOCAL_BAD, ids=[f"{c}:{' '.join(e)}" for c, e, _ in LOCAL_BAD])
+def test_options_of_the_other_target_are_usage_errors_before_any_server_or_registry(cli, tmp_path, monkeypatch,
+                                                                                     command, extra, message):
+    monkeypatch.setenv("MLSERVE_ADMIN_TOKEN", "a-token-of-sixteen-chars")
+    registry = tmp_path / "registry"
+    needs_to = command in ("canary", "blue-green", "plan")
+    result = cli("rollout", command, "iris", *(["--to", "2"] if needs_to else []), "--target", "local",
+                 "--registry", str(registry), *extra)
+    assert result.exit_code == exitcodes.USAGE, (result.exit_code, result.stderr)
+    assert message in result.stderr
+    assert not registry.exists()
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--target", "docker"], "--target must be kubernetes or local, not 'docker'"),
+    (["--admin-url", "http://127.0.0.1:8002"], "--admin-url needs --target local"),
+])
+def test_a_bad_target_is_a_usage_error(cli, tmp_path, extra, message):
+    result = cli("rollout", "canary", "iris", "--to", "2", "--registry", str(tmp_path / "registry"), *extra)
+    assert result.exit_code == exitcodes.USAGE, (result.exit_code, result.stderr)
+    assert message in result.stderr and not (tmp_path / "registry").exists()
+
+
+def test_the_local_target_needs_the_admin_token_before_it_touches_anything(cli, tmp_path):
+    result = cli("rollout", "abort", "iris", "--target", "local", "--registry", str(tmp_path / "registry"))
+    assert result.exit_code == exitcodes.USAGE and "needs its token" in result.stderr
+    assert "MLSERVE_ADMIN_TOKEN" in result.stderr and not (tmp_path / "registry").exists()
+
+
+@pytest.mark.parametrize("command", ["canary", "blue-green", "plan", "status", "abort", "promote", "undo"])
+def test_every_command_takes_the_local_target_and_shows_its_token_variable(cli, command):
+    text = cli("rollout", command, "--help").stdout
+    for flag in ("--target", "--server", "--admin-url", "--admin-token", "MLSERVE_ADMIN_TOKEN", "--registry"):
+        assert flag in text, (command, flag)
+    assert "--target local" in text

@@ -102,7 +102,8 @@ ANALYSIS = [
     _opt("analysis", Optional[Path], None, "--analysis", help="Analysis file (PromQL checks); default: request success rate and p99 latency."),
     _opt("no_analysis", bool, False, "--no-analysis", help="Do not query Prometheus; every step passes after its pause."),
     _opt("prometheus_url", Optional[str], None, "--prometheus-url", envvar=config.env_var("rollout.prometheus_url"),
-         show_envvar=True, help="Prometheus base URL for the analysis (config key rollout.prometheus_url)."),
+         show_envvar=True, help="Prometheus base URL for the analysis (config key rollout.prometheus_url). With --target "
+         "local and none set, the judge scrapes the server's /metrics itself."),
 ]
 RUNNING = [
     _opt("ready_timeout", str, "5m", "--ready-timeout", help="How long a Deployment may take to become ready before the "
@@ -369,6 +370,10 @@ def canary(name: NameArg, to: ToOpt, opts: Any = None) -> None:
     \b
       mlserve rollout canary churn --to 3 -n ml --steps 5,25,50,100
       mlserve rollout canary churn --to churn@staging --workload churn-api --router nginx --canary-header 'X-Canary=always'
+      MLSERVE_ADMIN_TOKEN=... mlserve rollout canary churn --to 3 --target local --server http://127.0.0.1:8000
+
+    With --target local the canary is a variant of the model's split on a running mlserve serve (its
+    admin endpoint, --admin-url), judged on the server's variant="canary" and variant="stable" metrics.
 
     Exit codes: 0 promoted, 10 rolled back, 11 inconclusive, 12 infrastructure, 13 aborted.
     Environment: the Lease records the owner as user@host:pid plus $GITHUB_RUN_ID, $CI_JOB_ID or $BUILD_ID;
@@ -385,6 +390,10 @@ def blue_green(name: NameArg, to: ToOpt, opts: Any = None) -> None:
 
     \b
       mlserve rollout blue-green churn --to 3 -n ml --smoke-url http://churn-green.ml/health --keep 10m
+      mlserve rollout blue-green churn --to 3 --target local --server http://127.0.0.1:8000
+
+    With --target local the new version is loaded beside stable with no traffic, checked with one
+    inference pinned to it (then --smoke-url/--smoke-cmd), and takes all traffic at once.
 
     Exit codes: 0 promoted, 10 rolled back, 11 inconclusive, 12 infrastructure, 13 aborted.
     Environment: the Lease records the owner as user@host:pid plus $GITHUB_RUN_ID, $CI_JOB_ID or $BUILD_ID;
@@ -421,6 +430,7 @@ def plan(name: NameArg, to: ToOpt, opts: Any = None) -> None:
     \b
       mlserve rollout plan churn --to 3 -n ml --steps 10,50,100
       mlserve rollout plan churn --to 3 --manifests deploy/ --json
+      mlserve rollout plan churn --to 3 --target local --steps 20,100
     """
     from mlserve.errors import UsageError
 
@@ -449,6 +459,7 @@ def status(name: NameArg, opts: Any = None) -> None:
     \b
       mlserve rollout status churn -n ml
       mlserve rollout status churn -n ml --wait --timeout 45m
+      mlserve rollout status churn --target local --server http://127.0.0.1:8000
     """
     from mlserve.rollout.durations import parse_duration
 
@@ -478,6 +489,7 @@ def abort(name: NameArg, opts: Any = None) -> None:
 
     \b
       mlserve rollout abort churn -n ml --reason 'p99 alerts in the dashboards'
+      mlserve rollout abort churn --target local --admin-url http://127.0.0.1:8002
     """
     from mlserve.rollout.durations import parse_duration
 
@@ -500,6 +512,7 @@ def promote(name: NameArg, opts: Any = None) -> None:
 
     \b
       mlserve rollout promote churn -n ml --full
+      mlserve rollout promote churn --target local
     """
     from mlserve.cli._output import emit
     from mlserve.rollout.api import promote_rollout
@@ -516,6 +529,7 @@ def undo(name: NameArg, opts: Any = None) -> None:
 
     \b
       mlserve rollout undo churn -n ml
+      mlserve rollout undo churn --target local
     """
     from mlserve.rollout.durations import parse_duration
 

@@ -167,11 +167,12 @@ def validate(cfg: RolloutConfig) -> None:
     _choice(cfg.target, TARGETS, "--target")
     if cfg.target == "local":
         unsupported = [flag for flag, on in (("--baseline", cfg.baseline), ("--canary-header/--canary-cookie", cfg.header_route),
-                                             ("--router", cfg.router != "gateway"))
+                                             ("--router", cfg.router != "gateway"), ("--dry-run", cfg.dry_run))
                        if on]
         if unsupported:
             raise UsageError(f"{', '.join(unsupported)} cannot be used with --target local: the server splits by weight "
-                             "between its stable and canary variants")
+                             "between its stable and canary variants, and its admin endpoint has no dry run",
+                             hint="`mlserve rollout plan ... --target local` shows the exact admin requests, changing nothing")
     if cfg.strategy == "blue-green" and cfg.colours[0] == cfg.colours[1]:
         raise UsageError("the two colours of a blue-green rollout must differ")
 

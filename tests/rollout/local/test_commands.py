@@ -50,6 +50,10 @@ def test_status_shows_the_running_rollout_and_abort_from_another_process_reverts
         # a second rollout of the model is refused while this one is alive
         rc, _, err = run_cli("rollout", "canary", MODEL, "--to", "2", *target_args(server, registry), "--no-analysis")
         assert rc == exitcodes.CONFLICT and "already running" in err, err
+        rc, doc, err = run_cli("rollout", "abort", MODEL, *target_args(server, registry), "--dry-run")
+        assert rc == exitcodes.OK, err
+        assert [(c["action"], c["kind"]) for c in doc["result"]["changes"]] == [("patch", "Split")]
+        assert variants(server) == {"stable": (80.0, "1"), "canary": (20.0, "2")}  # nothing was sent
         rc, doc, err = run_cli("rollout", "abort", MODEL, *target_args(server, registry), "--reason", "test")
         assert rc == exitcodes.OK, err
         assert (doc["result"]["phase_before"], doc["result"]["phase"]) == ("progressing", "aborted")

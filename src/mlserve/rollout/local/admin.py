@@ -5,7 +5,8 @@ react to them (the same split as :mod:`mlserve.rollout.kube` makes for the Kuber
 
 * refused or timed-out connections and 503 (the server is starting, loading or draining) are
   transient: retried with backoff (0.1 s doubling to 2 s, honouring ``Retry-After``) within
-  ``retry_budget`` seconds, then :class:`~mlserve.errors.InfrastructureError` (exit 12);
+  ``retry_budget`` seconds, then :class:`~mlserve.errors.InfrastructureError` (exit 12). A URL
+  that has never answered this client is not retried (a wrong ``--server`` fails at once);
 * 401/403 (no or a wrong admin token): :class:`InfrastructureError` naming ``MLSERVE_ADMIN_TOKEN``;
 * 404: :class:`~mlserve.errors.NotFoundError` (the model is not served there);
 * 409 (``expect_revision`` did not match: someone else changed the split): :class:`~mlserve.errors.ConflictError`;
@@ -59,6 +60,7 @@ class ServerClient:
         self._sleep = sleep
         self._monotonic = monotonic
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, body) of every change sent, for plan == run
+        self._answered: set[str] = set()  # the base URLs that have answered once: only their outages are retried
 
     # ------------------------------------------------------------------ the split
 
@@ -121,9 +123,12 @@ class ServerClient:
         """One request, retried while the answer is transient and the budget lasts."""
         give_up = self._monotonic() + self.retry_budget
         delay = 0.1
+        base = self.admin if auth else self.server
         while True:
             answer = self._once(method, url, body, auth=auth)
-            if answer.status not in (0, 503):
+            if answer.status != 0:
+                self._answered.add(base)
+            if answer.status not in (0, 503) or (answer.status == 0 and base not in self._answered):
                 return answer
             left = give_up - self._monotonic()
             if left <= 0:
