@@ -136,6 +136,8 @@ def test_quickstart_port_options(cli, tmp_path: Path) -> None:
         r = cli("quickstart", "--workdir", tmp_path / "a", "--port", str(first))
     assert r.exit_code == 2 and r.stderr.startswith(f"error: --port {first}: loopback port ") and "in use" in r.stderr
     assert not (tmp_path / "a").exists(), "nothing is made before the ports are checked"
+    r = cli("quickstart", tmp_path / "a", "--workdir", tmp_path / "b")
+    assert r.exit_code == 2 and r.stderr.startswith("error: give the work directory once")
 
 
 def test_a_failure_stops_every_background_command(tmp_path: Path) -> None:

@@ -95,6 +95,8 @@ def _render(out: Any, r: Any) -> None:
 
 
 def quickstart(
+    directory: Annotated[Optional[Path], typer.Argument(metavar="[DIR]", show_default=False, help=(
+        "The work directory (the same as --workdir)."))] = None,
     workdir: Annotated[Path, typer.Option("--workdir", metavar="DIR", help=(
         "Where the example model, its registry, logs and files go. A rerun in a quickstart's directory starts "
         "clean; any other non-empty directory is refused."))] = Path("mlserve-quickstart"),
@@ -126,12 +128,19 @@ def quickstart(
     \b
     Example:
       mlserve quickstart --workdir /tmp/mlserve-demo
+      mlserve quickstart /tmp/mlserve-demo --with-manifests --json
     """
     import secrets
 
     from mlserve.cli._output import emit, progress_for
     from mlserve.quickstart import free_ports, registry_of, run_quickstart
 
+    if directory is not None:
+        if workdir != Path("mlserve-quickstart"):
+            from mlserve.errors import UsageError
+
+            raise UsageError(f"give the work directory once: {directory} or --workdir {workdir}")
+        workdir = directory
     workdir = workdir.absolute()
     ports = free_ports(4, port) if port is not None else None
     token = secrets.token_hex(16)
