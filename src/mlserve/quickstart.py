@@ -612,6 +612,9 @@ def _live_steps(workdir: Path, run: Runner, step: Callable[..., dict[str, Any]],
                  _judged(s) for s in r["steps"] if s.get("verdict"))
                  + f"; the canary got no more traffic, production stays {optimized}", ok_exit=(0, 10))
     result.broken = _verdict(r)
+    step("status", ["rollout", "status", "churn", "--target", "local", "--server", url, "--admin-url", admin_url],
+         lambda r: f"{r['outcome'] or r['phase']} on the server: " + "; ".join(
+             f"{o['kind']}/{o['name']} {o['detail']}" for o in r.get("objects") or []))
     stop("stop-load", load, "LOAD_PID", "the load stopped; its report is load.json")
     result.load = _load_summary(json.loads((workdir / "load.json").read_text())["result"])
     stop("stop-serve", server, "SERVE_PID", "the server drained and stopped (zero-loss drain on SIGTERM)")

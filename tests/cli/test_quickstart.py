@@ -31,14 +31,14 @@ def test_quickstart_end_to_end_prints_a_script_that_replays(cli, tmp_path: Path,
     steps = r["steps"]
     names = [s["name"] for s in steps]
     assert names == ["train", "register", "register", "promote", "promote", "rollback", "history", "optimize",
-                     "serve", "smoke", "load", "canary", "register", "canary", "stop-load", "stop-serve",
+                     "serve", "smoke", "load", "canary", "register", "canary", "status", "stop-load", "stop-serve",
                      "ab-serve", "ab-load", "stop-ab", "simulate", "ab-analyze", "rollout", "verify"]
     assert steps[0]["command"] == "" and steps[3]["command"] == (
         "mlserve promote churn:1 --require 'accuracy>=0.5' --reason 'first production model'")
     assert "parity with the source passed, registered churn:3" in steps[7]["outcome"]
     assert steps[8]["command"].startswith("mlserve serve churn@production --http-port ")
     assert steps[8]["command"].endswith(" > serve.json 2> serve.log & SERVE_PID=$!")
-    assert steps[13]["command"].endswith(" || [ $? -eq 10 ]") and steps[15]["command"] == (
+    assert steps[13]["command"].endswith(" || [ $? -eq 10 ]") and steps[16]["command"] == (
         "kill -TERM $SERVE_PID && wait $SERVE_PID")
 
     # the optimized version went out as a local canary judged on the server's metrics, and was promoted
@@ -58,7 +58,8 @@ def test_quickstart_end_to_end_prints_a_script_that_replays(cli, tmp_path: Path,
     assert r["ab"]["verdict"] and r["ab"]["sample_ratio_passed"] is True
     assert set(r["ab"]["units"]) == {"control", "treatment"} and sum(r["ab"]["units"].values()) == 1500
     # the manifest-mode canary of the A/B's treatment came last and promoted it
-    assert steps[21]["outcome"].startswith("promoted: canary of the A/B's treatment churn:2 10% -> 50% -> 100%")
+    assert "Variant/canary not in the split" in steps[14]["outcome"], "the server rolled the broken version back"
+    assert steps[22]["outcome"].startswith("promoted: canary of the A/B's treatment churn:2 10% -> 50% -> 100%")
     assert r["production"] == "2" and steps[-1]["outcome"] == "clean"
     route = (workdir / "manifests" / "route.yaml").read_text()
     assert "# Public traffic for the churn model" in route, "comments survive the rollout"
@@ -218,3 +219,24 @@ def test_sigterm_during_the_live_part_leaves_no_process_behind(tmp_path: Path) -
     assert ours() == [], "the server and the load were stopped"
     log = (workdir / "serve.log").read_text()
     assert '"event":"stopped"' in log.replace(" ", ""), "the server drained on SIGTERM"
+
+
+def test_a_stable_failure_is_reported_never_hidden(capsys) -> None:
+    """A request of a user on stable that failed, or one that got no answer at all, breaks the promise: the result
+    says so (stable_ok False, a warning, NOT ZERO in the summary)."""
+    from mlserve.cli.quickstart import _render
+    from mlserve.loadgen import RequestRecord, summarize
+    from mlserve.quickstart import QuickstartResult, _load_summary
+
+    records = [RequestRecord(key="user-1", status=200, version="3", variant="stable", latency_ms=1, t=0),
+               RequestRecord(key="user-2", status=500, version="3", variant="stable", latency_ms=1, t=0),
+               RequestRecord(key="user-3", status=500, version="4", variant="canary", latency_ms=1, t=0),
+               RequestRecord(key="user-4", status=0, latency_ms=1, t=0, error="ConnectionResetError")]
+    report = summarize(records, url="http://x", model="churn", header="X-User-Id", seconds=1.0)
+    s = _load_summary(report.model_dump(mode="json"))
+    assert (s.requests, s.errors, s.unanswered, s.stable_requests, s.stable_errors, s.canary_errors) == (4, 3, 1, 2, 2, 1)
+    assert {v.version: v.errors for v in s.by_version} == {"-": 1, "3": 1, "4": 1}
+    result = QuickstartResult(workdir=Path("/w"), registry=Path("/w/registry"), steps=[], production="3", load=s,
+                              stable_ok=False)
+    _render(None, result)
+    assert "# users on stable: 2 requests, 2 failed  <-- NOT ZERO" in capsys.readouterr().out
