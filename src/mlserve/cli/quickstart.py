@@ -95,7 +95,7 @@ def _render(out: Any, r: Any) -> None:
 
 
 def quickstart(
-    directory: Annotated[Optional[Path], typer.Argument(metavar="[DIR]", show_default=False, help=(
+    directory: Annotated[Optional[Path], typer.Argument(metavar="DIR", show_default=False, help=(
         "The work directory (the same as --workdir)."))] = None,
     workdir: Annotated[Path, typer.Option("--workdir", metavar="DIR", help=(
         "Where the example model, its registry, logs and files go. A rerun in a quickstart's directory starts "
