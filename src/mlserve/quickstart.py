@@ -230,8 +230,8 @@ def save_example(weights: dict[str, Any], path: Path, *, broken: bool = False) -
 
     ``broken=True`` writes a deliberately broken version (it needs onnx): the same network, whose
     probabilities come out through a ``GatherElements`` whose indices are computed from the input,
-    ``[0, 1] + 1000 * (input[:, 0] > 1)``. For rows whose first feature is at most 1 (the zeros the server
-    warms up with, and about 84% of the example's users) it answers exactly what the healthy network
+    ``[0, 1] + 1000 * (input[:, 0] > 0.5)``. For rows whose first feature is at most 0.5 (the zeros the server
+    warms up with, and about 69% of the example's users) it answers exactly what the healthy network
     answers; for the others the index is out of range and ONNX Runtime fails while running, so the
     server answers 500 for them: a real failure of a real model, nothing injected into the server.
     """
@@ -276,7 +276,7 @@ def save_example(weights: dict[str, Any], path: Path, *, broken: bool = False) -
     return out
 
 
-BROKEN_ABOVE = 1.0
+BROKEN_ABOVE = 0.5
 """The broken version fails for every row whose first feature is above this."""
 
 
@@ -408,6 +408,7 @@ metrics:
       / sum(rate(http_requests_total{model="{model}",variant="{target}"}[{window}])))
     direction: min
     threshold: 0.99
+    threshold_on: worst  # every one-second point must be >= 99%: a few failures a second must not hide in a median
     allowed_decrease_pct: 0
     tolerance: 0.005
     critical: true
