@@ -117,9 +117,9 @@ def test_undo_that_reads_the_state_before_the_registry_promotion_still_restores_
     undo_done = threading.Event()
 
     class LatePromotion(RegistryLink):
-        def promote(self, model, version, reason):
+        def promote(self, model, version, reason, expect_current=None):
             undo_done.wait(20)
-            return super().promote(model, version, reason)
+            return super().promote(model, version, reason, expect_current=expect_current)
 
     box = {}
     rollout = RolloutEngine(store, judge=ScriptedJudge(), registry=LatePromotion(registry))

@@ -207,8 +207,8 @@ def test_a_final_state_that_cannot_be_saved_is_loud_and_abort_clears_it(seeded, 
 
 def test_a_promotion_whose_state_cannot_be_saved_is_not_exit_0(seeded, store, registry):
     class FailsAfterPromotion(RegistryLink):
-        def promote(self, model, version, reason):
-            done = super().promote(model, version, reason)
+        def promote(self, model, version, reason, expect_current=None):
+            done = super().promote(model, version, reason, expect_current=expect_current)
             seeded.emulator.fail("/leases/mlserve-rollout-iris", method="GET", times=10**6)
             return done
 

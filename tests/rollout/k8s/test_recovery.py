@@ -32,7 +32,7 @@ class Later(Clock):
 class DiesBeforeRegistryPromotion(RegistryLink):
     """The job is killed right before the registry promotion (SystemExit escapes the engine like a kill)."""
 
-    def promote(self, model, version, reason):
+    def promote(self, model, version, reason, expect_current=None):
         raise SystemExit(137)
 
 
@@ -284,9 +284,9 @@ def test_abort_racing_the_canary_registry_promotion_leaves_production_on_the_old
     abort_done = threading.Event()
 
     class LatePromotion(RegistryLink):
-        def promote(self, model, version, reason):
+        def promote(self, model, version, reason, expect_current=None):
             abort_done.wait(20)
-            return super().promote(model, version, reason)
+            return super().promote(model, version, reason, expect_current=expect_current)
 
     box = {}
     rollout = RolloutEngine(store, judge=ScriptedJudge(), registry=LatePromotion(registry))

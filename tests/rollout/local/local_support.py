@@ -70,8 +70,9 @@ def start_server(root: Path, registry: Path, *refs: str, token: str | None = TOK
 class Traffic:
     """Requests to the model from a thread (indices 0..7 at random), about ``rate`` per second; counts answers."""
 
-    def __init__(self, server: ServerProcess, *, rate: float = 150.0, seed: int = 0) -> None:
-        self.url = f"{server.url}/v2/models/{MODEL}/infer"
+    def __init__(self, server: ServerProcess, *, rate: float = 150.0, seed: int = 0, version: str | None = None) -> None:
+        pinned = f"/versions/{version}" if version else ""  # a version: requests pinned to it, whatever the split
+        self.url = f"{server.url}/v2/models/{MODEL}{pinned}/infer"
         self.interval = 1.0 / rate
         self.random = random.Random(seed)
         self.codes: dict[int, int] = {}

@@ -39,6 +39,19 @@ def test_blue_green_switches_all_traffic_at_once_after_its_smoke_checks(server, 
     assert set(traffic.codes) == {200}, traffic.codes
 
 
+def test_blue_green_judges_the_requests_pinned_to_the_new_version_against_thresholds(server, registry, analysis):
+    """Before the switch the new version has no share of the split: its preview traffic is what is pinned to it."""
+    with Traffic(server, rate=100), Traffic(server, rate=60, version="2", seed=1) as preview:
+        rc, doc, err = run_cli("rollout", "blue-green", MODEL, "--to", "2", *target_args(server, registry),
+                               "--pause", "3.5s", "--analysis", str(analysis))
+    assert rc == exitcodes.OK, err
+    step = doc["result"]["steps"][0]
+    assert (step["weight"], step["verdict"]) == (0, "pass"), step
+    metrics = step["analysis"]["metrics"]
+    assert all(m["canary_points"] >= 3 and m["stable_points"] == 0 for m in metrics), metrics  # thresholds only
+    assert preview.codes.get(200, 0) > 50 and production(registry) == "2"
+
+
 def test_a_version_the_server_cannot_load_is_rolled_back_before_any_traffic(server, registry):
     """Version 4 fails on every input: the server's own warm-up refuses it (422) when the canary variant is added."""
     with Traffic(server) as traffic:
