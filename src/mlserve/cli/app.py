@@ -58,6 +58,7 @@ COMMANDS: dict[str, Entry] = {
     "rollout": Entry("mlserve.cli.rollout:install", "Canary and blue-green rollouts judged by metrics.", "Delivery"),
     "ab": Entry("mlserve.cli.ab:ab_app", "Plan A/B experiments and analyze them into a verdict.", "Delivery"),
     "serve": Entry("mlserve.cli.serve:serve", "Serve ONNX models over OIP v2 (REST and gRPC).", "Delivery"),
+    "load": Entry("mlserve.cli.load:load", "Send infer requests to a server; count them by version.", "Delivery"),
     "deploy": Entry("mlserve.cli.deploy:app", "Print Kubernetes manifests for mlserve serve.", "Delivery"),
     "quickstart": Entry("mlserve.cli.quickstart:quickstart", "Run the whole workflow on an example model.", "Setup"),
     "completion": Entry("mlserve.cli.completion:completion", "Print or install shell completion (bash, zsh, fish).",
