@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -35,35 +36,42 @@ class AssignmentLog:
         except OSError as exc:
             raise UsageError(f"--assignment-log {path}: cannot open it for appending: {exc.strerror or exc}") from None
         self._log = log
-        self._pending: list[str] = []
+        self._pending: list[tuple[float, str, str, str, str, str]] = []
         self._seen: set[tuple[str, str, str, str]] = set()
         self._seen_limit = seen_limit
         self.written = 0
         self.failed = False
 
     def record(self, experiment: str, key: str, variant: str, model: str, version: str) -> None:
-        """Note one exposure (from the event loop); written at the next flush unless already seen."""
+        """Note one exposure (from the event loop); written at the next flush unless already seen.
+
+        Only the seen-check and an append happen here, on every request's path; the lines are made at the flush.
+        """
         seen = (experiment, variant, version, key)
         if seen in self._seen:
             return
         if len(self._seen) >= self._seen_limit:
             self._seen.clear()
         self._seen.add(seen)
-        from mlserve.experiments import assignment_line
-
-        doc = json.loads(assignment_line(experiment, key, variant, datetime.now(timezone.utc)))
-        doc["model"] = model
-        doc["version"] = version
-        self._pending.append(json.dumps(doc, separators=(",", ":")) + "\n")
+        self._pending.append((time.time(), experiment, key, variant, model, version))
         if len(self._pending) >= FLUSH_LINES:
             self.flush()
+
+    def _lines(self, pending: list[tuple[float, str, str, str, str, str]]) -> bytes:
+        from mlserve.experiments import assignment_line
+
+        out = []
+        for at, experiment, key, variant, model, version in pending:
+            line = assignment_line(experiment, key, variant, datetime.fromtimestamp(at, timezone.utc))
+            out.append(f'{line[:-1]},"model":{json.dumps(model)},"version":{json.dumps(version)}}}\n')
+        return "".join(out).encode("utf-8")
 
     def flush(self) -> None:
         if not self._pending or self._fd is None:
             return
-        data = "".join(self._pending).encode("utf-8")
-        count = len(self._pending)
-        self._pending.clear()
+        pending, self._pending = self._pending, []
+        data = self._lines(pending)
+        count = len(pending)
         try:
             view = memoryview(data)
             while view:
