@@ -85,7 +85,7 @@ REST_CASES = [
     ("missing-input", "gather", {"inputs": [{"name": "index", "shape": [1], "datatype": "INT64", "data": [1]},
                                             {"name": "index", "shape": [1], "datatype": "INT64", "data": [1]}]}, {},
      400, ["twice"]),
-    ("wrong-method", "mlp", None, {}, 400, ["POST"]),
+    ("wrong-method", "mlp", None, {}, 405, ["POST"]),
     ("model-raises", "gather", {"inputs": [{"name": "index", "shape": [1], "datatype": "INT64", "data": [99]}]}, {},
      500, ["model failed"]),
 ]

@@ -67,6 +67,7 @@ def test_serving_libraries_load_only_when_a_server_starts(tmp_path: Path, args: 
     (["--admin-token", "x" * 20, "--workers", "2"], "one server process"),
     (["--admin-token", "x" * 20, "--admin-port", "8000"], "already the REST or gRPC port"),
     (["--admin-port", "70000"], "--admin-port 70000"),
+    (["--canary-weight", "20"], "--canary-weight needs --canary REF"),
 ])
 def test_bad_options_are_usage_errors(cli, extra: list[str], words: str) -> None:  # noqa: ANN001
     result = cli("serve", "model.onnx", *extra)

@@ -289,12 +289,16 @@ def test_admin_endpoint_auth_loopback_and_no_token_in_logs(tmp_path: Path, regis
         assert status == 200 and doc["v"] == 1 and [s["model"] for s in doc["splits"]] == ["mlp"]
         status, _, one = srv.admin("GET", "/v2/mlserve/split/mlp")
         assert one == doc["splits"][0] and one["variants"][0]["name"] == "stable" and one["revision"] == 1
+        status, headers, doc405 = srv.admin("DELETE", "/v2/mlserve/split/mlp")
+        assert status == 405 and headers["allow"] == "GET, PUT, POST" and "takes GET, PUT or POST" in doc405["error"]
+        status, headers, _ = request("POST", srv.url + "/v2/health/ready", data=b"{}")
+        assert status == 405 and headers["allow"] == "GET, HEAD"
         assert srv.post("/v2/models/mlp/infer", BODY.encode())[0] == 200
         code = srv.terminate()
     assert code == 0
     assert TOKEN not in srv.stderr() and TOKEN not in srv.stdout()
     admin_lines = [e for e in srv.log_events() if e.get("event") == "admin_request"]
-    assert {e["status"] for e in admin_lines} == {200, 401, 403, 404}
+    assert {e["status"] for e in admin_lines} == {200, 401, 403, 404, 405}
     listening = [e for e in srv.log_events() if e.get("event") == "listening"][0]
     assert listening["admin"] == f"http://127.0.0.1:{srv.admin_port}"
 

@@ -40,7 +40,7 @@ LabelOpt = Annotated[Optional[list[str]], typer.Option(
          "takes them space-separated).")]
 NonFiniteOpt = Annotated[bool, typer.Option("--allow-non-finite", help="Pass NaN and infinite inputs to the model instead of answering 400.")]
 CanaryOpt = Annotated[Optional[str], typer.Option("--canary", metavar="REF", help="A second version of the model served under its name: NAME@STAGE (follows the stage), NAME:VERSION or an .onnx file.")]
-CanaryWeightOpt = Annotated[float, typer.Option("--canary-weight", metavar="PERCENT", help="Percent of requests for --canary (0-100; the REF gets the rest).")]
+CanaryWeightOpt = Annotated[Optional[float], typer.Option("--canary-weight", metavar="PERCENT", help="Percent of requests for --canary (0-100, default 10; the REF gets the rest).")]
 SplitOpt = Annotated[Optional[list[str]], typer.Option("--split", metavar="FILE", help="A split file (JSON, or TOML for .toml): one model's variants and weights, format in docs/serve.md. Repeatable.")]
 StickyHeaderOpt = Annotated[Optional[str], _opt("--sticky-header", "serve.sticky_header", "Assign requests by the key in this header (also gRPC metadata), e.g. X-User-Id: the same key, the same variant.", metavar="NAME")]
 StickyParamOpt = Annotated[Optional[str], _opt("--sticky-parameter", "serve.sticky_parameter", "Assign requests by the key in this OIP request parameter (parameters.NAME), when the header is absent.", metavar="NAME")]
@@ -59,7 +59,7 @@ def serve(
     request_timeout: TimeoutOpt = None, max_request_bytes: BytesOpt = None, drain_delay: DrainDelayOpt = None,
     drain_timeout: DrainTimeoutOpt = None, poll_interval: PollOpt = None, metrics_label: LabelOpt = None,
     access_log: AccessLogOpt = None, allow_non_finite: NonFiniteOpt = False,
-    canary: CanaryOpt = None, canary_weight: CanaryWeightOpt = 10.0, split: SplitOpt = None,
+    canary: CanaryOpt = None, canary_weight: CanaryWeightOpt = None, split: SplitOpt = None,
     sticky_header: StickyHeaderOpt = None, sticky_parameter: StickyParamOpt = None, experiment: ExperimentOpt = None,
     assignment_log: AssignLogOpt = None, admin_token: AdminTokenOpt = None, admin_host: AdminHostOpt = None,
     admin_port: AdminPortOpt = None, as_json: JsonOpt = False,

@@ -217,6 +217,10 @@ def run_rollout(cfg: RolloutConfig, target: Target, *, analysis: Path | None = N
 
                 querier, scraper = scrape_querier(spec, engine.store.client.metrics_url())
             engine.executor.judge = prometheus_judge(analysis, prometheus_url, pause=cfg.pause, spec=spec, querier=querier)
+            if scraper is not None:
+                from mlserve.rollout.local.connect import start_scraping
+
+                start_scraping(scraper)
         return engine.run(cfg)
     finally:
         if scraper is not None:

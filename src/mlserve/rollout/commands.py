@@ -13,7 +13,7 @@ from mlserve import exitcodes
 from mlserve.errors import ConflictError, InfrastructureError, MlserveError, NotFoundError
 from mlserve.rollout.results import EXIT_OF_PHASE, AbortResult, CommandResult, ObjectStatus, StatusResult
 from mlserve.rollout.revert import revert_within
-from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, RolloutState, StoredState, lease_name, update_state
+from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, RolloutState, StoredState, lease_name, target_flags, update_state
 from mlserve.rollout.strategies import router_of
 from mlserve.rollout.workload import readiness, workload_readiness
 from mlserve.rollout.world import Clock, default_owner
@@ -181,7 +181,7 @@ def abort(store: Any, states: LeaseStateStore, registry: Any, name: str, *, reas
             pass  # the API that refused the revert refuses this too; the Lease still says "aborted, not reverted"
         raise InfrastructureError(
             f"abort of {name} failed half-way, traffic may still be split between stable and the new version: "
-            f"{report.describe()}", hint=f"run `mlserve rollout abort {name} -n {states.namespace}` again when the API answers")
+            f"{report.describe()}", hint=f"run `mlserve rollout abort {name}{target_flags(state)}` again when the API answers")
     if not dry_run:
         try:
             _finish(states, name, lambda s: (setattr(s, "reverted", True), setattr(s, "weight", 0),
@@ -189,7 +189,7 @@ def abort(store: Any, states: LeaseStateStore, registry: Any, name: str, *, reas
                     dry_run=dry_run)
         except MlserveError as exc:
             raise InfrastructureError(f"the snapshot of {name} is re-applied, but the Lease could not record it: {exc.message}",
-                                      hint=f"run `mlserve rollout abort {name} -n {states.namespace}` again") from None
+                                      hint=f"run `mlserve rollout abort {name}{target_flags(state)}` again") from None
         unfinished = was in ACTIVE_PHASES or was == "failed" or not state.reverted
         if unfinished and state.previous_version != state.version:
             # always a compare-and-swap (only if production still holds this rollout's version): the
@@ -226,7 +226,7 @@ def undo(store: Any, states: LeaseStateStore, registry: Any, name: str, *, dry_r
         switched = state.phase == "switched" and state.strategy == "blue-green"
         if state.phase != "succeeded" and not switched:
             if state.phase in ACTIVE_PHASES:
-                raise ConflictError(f"the rollout of {name} is still {state.phase}", hint=f"use `mlserve rollout abort {name}`")
+                raise ConflictError(f"the rollout of {name} is still {state.phase}", hint=f"use `mlserve rollout abort {name}{target_flags(state)}`")
             raise ConflictError(f"the last rollout of {name} ended {state.phase}: its changes are already reverted")
         before[:] = [state.phase]
         state.phase, state.command = "undone", None

@@ -34,7 +34,7 @@ from mlserve.rollout.results import EXIT_FOR, PHASE_FOR, Judge, JudgeWindow, Out
 from mlserve.rollout.revert import revert_within
 from mlserve.rollout.routers import Router
 from mlserve.rollout.settings import DEFAULT_SLACK, RolloutConfig, planned_wait, validate
-from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, RolloutState, StepRecord, lease_name
+from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore, RolloutState, StepRecord, lease_name, target_flags
 from mlserve.rollout.strategies import Prepared, prepare
 from mlserve.rollout.keeper import Keeper, Stop, notice_key
 from mlserve.rollout.workload import workload_readiness
@@ -197,15 +197,15 @@ class Executor:
                 raise ConflictError(
                     f"a rollout of {prior.model} ({prior.strategy} to {prior.version}) is already running, "
                     f"owned by {stored.holder}, since {since}",
-                    hint=f"wait for it (`mlserve rollout status {prior.model} --wait`) or `mlserve rollout abort {prior.model}`")
+                    hint=f"wait for it (`mlserve rollout status {prior.model}{target_flags(prior)} --wait`) or `mlserve rollout abort {prior.model}{target_flags(prior)}`")
             raise ConflictError(
                 f"a rollout of {prior.model} to {prior.version} is {prior.phase if prior.phase != 'progressing' else 'stranded'}: "
                 f"its owner {stored.holder or prior.owner} last reported at {stored.renewed_at}",
-                hint=f"revert it with `mlserve rollout abort {prior.model}` or continue it with --resume")
+                hint=f"revert it with `mlserve rollout abort {prior.model}{target_flags(prior)}` or continue it with --resume")
         if not prior.reverted and prior.phase != "succeeded":
             raise ConflictError(
                 f"the last rollout of {prior.model} to {prior.version} ended {prior.phase} without being reverted: "
-                "traffic may still be split", hint=f"revert it with `mlserve rollout abort {prior.model}` first")
+                "traffic may still be split", hint=f"revert it with `mlserve rollout abort {prior.model}{target_flags(prior)}` first")
         state.event(f"rollout of {state.model} {state.version} started by {run.owner} (previous rollout: {prior.phase})", now)
         run.lease = run.states.write(state, stored.lease, holder=run.owner, acquire=True, dry_run=run.dry_run)
         if run.dry_run:
@@ -355,7 +355,7 @@ class Executor:
         message = f"traffic changed under the rollout at step {step.index + 1}: {problem}; the step was not judged"
         if run.cfg.on_drift == "pause":
             raise Stop("paused", f"{message}; paused with traffic as it is: resume with --resume or revert with "
-                                 f"`mlserve rollout abort {run.state.model}`")
+                                 f"`mlserve rollout abort {run.state.model}{target_flags(run.state)}`")
         raise Stop("aborted", message)
 
     def _judge(self, run: Run, step: st.Analysis) -> None:
@@ -500,11 +500,11 @@ class Executor:
             # the aborting process records the outcome; we only made sure no step of ours survived it
             if not reverted:
                 return {"reverted": False, "message": f"{message}; this process could not re-apply the snapshot either, "
-                                                      f"traffic may still be split ({report.describe()}): run `mlserve rollout abort {state.model}` when the API is back"}
+                                                      f"traffic may still be split ({report.describe()}): run `mlserve rollout abort {state.model}{target_flags(state)}` when the API is back"}
             return {"reverted": True}
         if not reverted:
             message += (f"; the snapshot could not be re-applied within --revert-timeout {run.cfg.revert_timeout:g}s, "
-                        f"traffic may still be split ({report.describe()}): run `mlserve rollout abort {state.model}` "
+                        f"traffic may still be split ({report.describe()}): run `mlserve rollout abort {state.model}{target_flags(state)}` "
                         "when the API is back")
         phase = PHASE_FOR[outcome]
         try:
@@ -513,7 +513,7 @@ class Executor:
                                              setattr(s, "weight", 0 if reverted else s.weight)), holder="")
         except MlserveError as exc:
             run.warnings.append(f"the outcome could not be saved in Lease {run.namespace}/{lease_name(state.model)}: "
-                                f"{exc.message}; `mlserve rollout abort {state.model}` clears it once its holder is gone")
+                                f"{exc.message}; `mlserve rollout abort {state.model}{target_flags(state)}` clears it once its holder is gone")
             run.final_save_failed = True
         if not run.dry_run:
             try:

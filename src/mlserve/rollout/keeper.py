@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from mlserve.errors import MlserveError
-from mlserve.rollout.state import ACTIVE_PHASES, RolloutState, update_state
+from mlserve.rollout.state import ACTIVE_PHASES, RolloutState, target_flags, update_state
 from mlserve.rollout.world import Interrupt, World
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,7 +57,7 @@ class Keeper:
         if self.interrupt.signal:
             if run.cfg.on_interrupt == "pause":
                 raise Stop("paused", f"{self.interrupt.signal} received: paused at {run.state.weight}% to the canary; "
-                                     f"resume with --resume or revert with `mlserve rollout abort {run.state.model}`")
+                                     f"resume with --resume or revert with `mlserve rollout abort {run.state.model}{target_flags(run.state)}`")
             raise Stop("aborted", f"{self.interrupt.signal} received: rollout aborted")
         if self.clock.now() > run.state.deadline:
             raise Stop("aborted", f"deadline {run.state.deadline.isoformat()} passed (--timeout)")

@@ -341,3 +341,13 @@ def update_state(states: LeaseStateStore, model: str, decide: Any, *, holder: st
         except ConflictError:
             continue
     raise ConflictError(f"the rollout state of {model} kept changing ({retries} conflicts); try again")
+
+
+def target_flags(state: "RolloutState | None", namespace: str = "") -> str:
+    """The options that point a command at where ``state``'s rollout runs, for the hints in messages:
+    `` --target local --server URL --admin-url URL`` on a running server, `` -n NAMESPACE`` otherwise."""
+    where = state.target if state is not None else {}
+    if where.get("kind") == "local":
+        return f" --target local --server {where.get('server', '')} --admin-url {where.get('admin', '')}"
+    ns = state.namespace if state is not None else namespace
+    return f" -n {ns}" if ns and ns not in ("default", "local") else ""

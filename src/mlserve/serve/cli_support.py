@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from mlserve import config
+from mlserve.errors import UsageError
 from mlserve.serve.batching import BatchingOptions
 from mlserve.serve.metrics import parse_metrics_labels
 from mlserve.serve.options import ServeOptions
@@ -40,7 +41,7 @@ def build_options(p: dict[str, Any]) -> ServeOptions:
         access_log=bool(r("serve.access_log", p["access_log"])),
         allow_non_finite=bool(p["allow_non_finite"]),
         canary=p["canary"],
-        canary_weight=p["canary_weight"],
+        canary_weight=_canary_weight(p["canary"], p["canary_weight"]),
         split_files=tuple(p["split"] or ()),
         sticky_header=r("serve.sticky_header", p["sticky_header"]),
         sticky_parameter=r("serve.sticky_parameter", p["sticky_parameter"]),
@@ -70,3 +71,10 @@ def print_listening(http_url: str, grpc_url: str | None, admin_url: str | None =
     if admin_url:
         print(f"admin endpoint (/v2/mlserve/split, bearer token) on {admin_url}", file=sys.stderr, flush=True)
     sys.stderr.flush()
+
+
+def _canary_weight(canary: str | None, weight: float | None) -> float:
+    """--canary-weight only means something with --canary: alone it would be silently ignored."""
+    if weight is not None and canary is None:
+        raise UsageError("--canary-weight needs --canary REF (the version that gets that share)")
+    return 10.0 if weight is None else weight

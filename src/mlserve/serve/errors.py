@@ -23,6 +23,13 @@ class BadRequest(RequestError):
     """Malformed body, wrong input name, datatype, shape, or data length; names the field."""
 
 
+class MethodNotAllowed(RequestError):
+    """A method the endpoint does not take (405, with ``Allow``)."""
+
+    status = 405
+    grpc_code = "UNIMPLEMENTED"
+
+
 class ModelNotFound(RequestError):
     status = 404
     grpc_code = "NOT_FOUND"

@@ -86,3 +86,37 @@ def test_plan_shows_the_admin_requests_and_changes_nothing(server, registry):
     assert any('{"weights": {"canary": 20, "stable": 80}}' in n for n in notes), notes
     assert any("promote churn 2 to production (if it still holds 1)" in n for n in notes), notes
     assert variants(server) == {"stable": (100.0, "1")} and lease(registry) is None
+
+
+def test_a_canary_variant_that_already_takes_traffic_is_refused_not_taken_over(server, registry):
+    """Someone's canary at 30%: a rollout that took it over could not give it back on a revert."""
+    status, _, _ = server.admin("POST", f"/v2/mlserve/split/{MODEL}", {"refs": {"canary": "churn:3"},
+                                                                      "weights": {"canary": 30}})
+    assert status == 200
+    before = variants(server)
+    rc, _, err = run_cli("rollout", "canary", MODEL, "--to", "2", *target_args(server, registry), "--no-analysis")
+    assert rc == exitcodes.USAGE, err
+    assert "already sends 30% to a 'canary' variant (churn:3)" in one_error_line(err), err
+    assert variants(server) == before and lease(registry) is None and production(registry) == "1"
+
+
+def test_a_pinned_stable_serving_another_version_than_production_is_refused(tmp_path, registry):
+    """The rollout compares with, reverts to and promotes over production's version: a stable variant pinned to
+    another one would make it say "1 -> 1" and wait for a version the server was never asked to serve."""
+    with start_server(tmp_path, registry, f"{MODEL}:2") as srv:
+        rc, _, err = run_cli("rollout", "canary", MODEL, "--to", "3", *target_args(srv, registry), "--no-analysis")
+        assert rc == exitcodes.USAGE, err
+        line = one_error_line(err)
+        assert "pinned to churn:2 and serves 2, but churn@production is 1" in line, line
+        assert variants(srv) == {"stable": (100.0, "2")} and lease(registry) is None and production(registry) == "1"
+
+
+def test_a_judge_that_cannot_read_the_metrics_changes_nothing(server, registry, analysis):
+    """A wrong --server with the right --admin-url: the judge's first scrape fails before any weight moves."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    rc, _, err = run_cli("rollout", "canary", MODEL, "--to", "2", "--target", "local", "--server", dead,
+                         "--admin-url", server.admin_url, "--registry", str(registry), "--analysis", str(analysis),
+                         "--steps", "20,100")
+    assert rc == exitcodes.INFRASTRUCTURE, err
+    assert f"cannot scrape {dead}/metrics for the judge" in one_error_line(err), err
+    assert variants(server) == {"stable": (100.0, "1")} and lease(registry) is None and production(registry) == "1"

@@ -50,6 +50,8 @@ def test_status_shows_the_running_rollout_and_abort_from_another_process_reverts
         # a second rollout of the model is refused while this one is alive
         rc, _, err = run_cli("rollout", "canary", MODEL, "--to", "2", *target_args(server, registry), "--no-analysis")
         assert rc == exitcodes.CONFLICT and "already running" in err, err
+        # its hints point at this server, not at a cluster
+        assert f"mlserve rollout abort {MODEL} --target local --server {server.url} --admin-url {server.admin_url}" in err, err
         rc, doc, err = run_cli("rollout", "abort", MODEL, *target_args(server, registry), "--dry-run")
         assert rc == exitcodes.OK, err
         assert [(c["action"], c["kind"]) for c in doc["result"]["changes"]] == [("patch", "Split")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlserve.errors import UsageError
+from mlserve.errors import InfrastructureError, UsageError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 DEFAULT_ADMIN = "http://127.0.0.1:8002"
@@ -54,7 +54,8 @@ def metric_names(spec: Any) -> set[str]:
 
 
 def scrape_querier(spec: Any, metrics_url: str) -> tuple[Any, Any]:
-    """``(querier, scraper)`` over ``metrics_url``; the scraper is started (stop it when the rollout ends).
+    """``(querier, scraper)`` over ``metrics_url``; start the scraper with :func:`start_scraping` (and stop it when
+    the rollout ends).
 
     Every query is parsed first, so a construct outside the PromQL subset is refused before the rollout starts.
     """
@@ -63,7 +64,18 @@ def scrape_querier(spec: Any, metrics_url: str) -> tuple[Any, Any]:
 
     names = metric_names(spec)
     scraper = Scraper(metrics_url, interval=parse_duration(spec.scrape_interval).total_seconds(), metric_names=names)
-    return ScrapeQuerier(scraper), scraper.start()
+    return ScrapeQuerier(scraper), scraper
 
 
-__all__ = ["DEFAULT_ADMIN", "DEFAULT_SERVER", "SELECTOR", "check_url", "open_server_store", "scrape_querier"]
+def start_scraping(scraper: Any) -> None:
+    """One scrape now, then every interval from a thread: a judge that cannot read the server's metrics must
+    not start a rollout, so this runs before any weight changes (and after the analysis was checked)."""
+    scraper.scrape_once()
+    if scraper.scrapes == 0:
+        raise InfrastructureError(f"cannot scrape {scraper.url} for the judge: {scraper.last_error}",
+                                  hint="check --server (the REST URL of mlserve serve), or give --prometheus-url")
+    scraper.start()
+
+
+__all__ = ["DEFAULT_ADMIN", "DEFAULT_SERVER", "SELECTOR", "check_url", "open_server_store", "scrape_querier",
+           "start_scraping"]

@@ -27,7 +27,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from mlserve.errors import NotFoundError
+from mlserve.errors import NotFoundError, UsageError
 from mlserve.rollout import steps as st
 from mlserve.rollout.local.router import SplitRouter, variants
 from mlserve.rollout.settings import RolloutConfig
@@ -35,6 +35,32 @@ from mlserve.rollout.strategies import Prepared, _base_state, _Snapshot
 
 STABLE = "stable"
 CANARY = "canary"
+
+
+def _rollout_on_record(store: Any, model: str, namespace: str) -> bool:
+    from mlserve.rollout.state import ACTIVE_PHASES, LeaseStateStore
+
+    prior = LeaseStateStore(store.state_store(), namespace).load(model)
+    return prior is not None and (prior.state.phase in ACTIVE_PHASES or prior.state.phase == "failed")
+
+
+def _check_takeover(split: dict[str, Any], status: dict[str, Any], *, model: str, previous: str | None,
+                    follows: bool) -> None:
+    """Refuse a split the rollout cannot own: a canary variant already taking traffic (someone's experiment, which a
+    revert could not give back), or a pinned stable variant serving another version than production (the rollout
+    compares with, reverts to and promotes over production's version)."""
+    found = variants(split)
+    canary = found.get(CANARY)
+    if canary is not None and float(canary.get("weight") or 0) > 0:
+        raise UsageError(f"the split of {model!r} already sends {float(canary['weight']):g}% to a {CANARY!r} variant "
+                         f"({canary.get('ref')}); a rollout owns that variant",
+                         hint="finish that canary first (its weight to 0, or remove the variant), then start the rollout")
+    served = (status.get(STABLE) or {}).get("version")
+    if not follows and served and previous is not None and served != previous:
+        raise UsageError(f"the server's {STABLE!r} variant is pinned to {found[STABLE].get('ref')} and serves {served}, "
+                         f"but {model}@production is {previous}: the rollout compares with, reverts to and promotes "
+                         "over production's version",
+                         hint=f"serve {model}@production (stable then follows the registry), or promote {served} first")
 
 
 def prepare_local(store: Any, cfg: RolloutConfig, *, model: str, version: str, previous: str | None, owner: str,
@@ -48,6 +74,10 @@ def prepare_local(store: Any, cfg: RolloutConfig, *, model: str, version: str, p
     router.weight_ops(split, 0)  # validates the split's shape before anything changes
     status = (split.get("status") or {}).get("variants") or {}
     follows = (status.get(STABLE) or {}).get("follows") == f"{model}@production"
+    if not cfg.resume and not _rollout_on_record(store, model, cfg.namespace):
+        # a resumed rollout finds its own canary in the split, and one still running or failed half-way is reported
+        # by the executor's lock ("already running", "revert it with abort first")
+        _check_takeover(split, status, model=model, previous=previous, follows=follows)
     canary_ref = f"{model}:{version}"
     snap = _Snapshot()
     snap.record(router.kind, model, "traffic", split, router.snapshot_paths(split))

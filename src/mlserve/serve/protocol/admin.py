@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from mlserve.serve.control import SplitControl
-from mlserve.serve.errors import BadRequest, ModelNotFound, NotReady, PayloadTooLarge, RequestError
+from mlserve.serve.errors import BadRequest, MethodNotAllowed, ModelNotFound, NotReady, PayloadTooLarge, RequestError
 from mlserve.serve.split import SplitError, parse_split, parse_update
 from mlserve.serve.state import ServerState
 
@@ -101,7 +101,7 @@ class AdminApp:
         if method in ("GET", "HEAD"):
             return 200, (self.control.document(model) if model else self.control.documents())
         if method not in ("PUT", "POST"):
-            raise BadRequest(f"{path} takes GET, PUT or POST", headers={"allow": "GET, PUT, POST"})
+            raise MethodNotAllowed(f"{path} takes GET, PUT or POST", headers={"allow": "GET, PUT, POST"})
         if self.state.draining:
             raise NotReady("the server is draining; the split no longer changes")
         doc = await self._json(receive)

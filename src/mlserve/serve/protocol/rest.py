@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 import orjson
 
-from mlserve.serve.errors import BadRequest, ModelNotFound, NotReady, PayloadTooLarge, RequestError
+from mlserve.serve.errors import BadRequest, MethodNotAllowed, ModelNotFound, NotReady, PayloadTooLarge, RequestError
 from mlserve.serve.protocol import oip
 from mlserve.serve.state import ServerState
 from mlserve.serve.tensors import check_finite
@@ -168,7 +168,7 @@ class RestApp:
 
     async def _infer(self, scope: dict, receive: Receive, path: str, served: list) -> tuple:
         if scope["method"] != "POST":
-            raise BadRequest(f"{path} takes POST")
+            raise MethodNotAllowed(f"{path} takes POST", headers={"allow": "POST"})
         parts = path.split("/")  # ['', 'v2', 'models', m, 'infer'] or [..., m, 'versions', v, 'infer']
         if len(parts) == 5:
             name, version = parts[3], None
@@ -203,7 +203,7 @@ class RestApp:
 
     async def _predict(self, scope: dict, receive: Receive, method: str, served: list) -> tuple:
         if method != "POST":
-            raise BadRequest("/predict takes POST with {\"features\": [...]}")
+            raise MethodNotAllowed("/predict takes POST with {\"features\": [...]}", headers={"allow": "POST"})
         started = time.perf_counter()
         models = self.repo.models
         if len(models) != 1:
@@ -260,7 +260,7 @@ class RestApp:
         state = self.state
         if method not in ("GET", "HEAD"):
             await self._body(scope, receive)
-            raise BadRequest(f"{path} takes GET")
+            raise MethodNotAllowed(f"{path} takes GET", headers={"allow": "GET, HEAD"})
         if path in ("/v2/health/live", "/health"):
             return 200, [(b"content-type", JSON)], b'{"live":true}'
         if path in ("/v2/health/ready", "/ready"):
