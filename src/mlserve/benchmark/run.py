@@ -306,12 +306,8 @@ def _measure_source(
     rows: list[ResultRow] = []
     batches = _batches(specs, request, source.text)
     for backend in backends:
-        available, why = bk.backend_available(backend)
-        if not available:
-            skipped.append(SkippedRun(model=source.text, backend=backend, why="unavailable", reason=why))
+        if not _runnable(source, backend, request, skipped):
             continue
-        if backend == "tensorrt" and max(request.concurrency) > 1:
-            raise UsageError("the tensorrt backend measures one stream at a time: use --concurrency 1 (or ort-trt)")
         from mlserve.optimize.timing import usable_cores
 
         grid = request.threads or [usable_cores()]
@@ -328,6 +324,17 @@ def _measure_source(
                 finally:
                     runner.close()
     return rows
+
+
+def _runnable(source: ModelSource, backend: str, request: BenchmarkRequest, skipped: list[SkippedRun]) -> bool:
+    """Whether ``backend`` can run here (if not, the skip is recorded); refuses what it can never measure."""
+    available, why = bk.backend_available(backend)
+    if not available:
+        skipped.append(SkippedRun(model=source.text, backend=backend, why="unavailable", reason=why))
+        return False
+    if backend == "tensorrt" and max(request.concurrency) > 1:
+        raise UsageError("the tensorrt backend measures one stream at a time: use --concurrency 1 (or ort-trt)")
+    return True
 
 
 def _label(source: ModelSource, role: str, backend: str, batch: int, conc: int, threads: int | None, show_threads: bool) -> str:
@@ -362,13 +369,8 @@ def _measure_candidates(
     jobs: list[tuple[ModelSource, str, str]] = []
     for source, run, role in plan:
         for backend in run:
-            available, why = bk.backend_available(backend)
-            if not available:
-                skipped.append(SkippedRun(model=source.text, backend=backend, why="unavailable", reason=why))
-                continue
-            if backend == "tensorrt" and max(request.concurrency) > 1:
-                raise UsageError("the tensorrt backend measures one stream at a time: use --concurrency 1 (or ort-trt)")
-            jobs.append((source, backend, role))
+            if _runnable(source, backend, request, skipped):
+                jobs.append((source, backend, role))
     groups: dict[tuple[int, int], list[tuple[int, ModelSource, str]]] = {}
     roles = {j: role for j, (_, _, role) in enumerate(jobs)}
     order: dict[tuple[int, int, int, int], int] = {}

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mlserve.errors import NotFoundError, UsageError
+from mlserve.experiments.io import json_objects
 
 VERSION = 1
 FIELDS = ("v", "time", "experiment", "key_hash", "variant")
@@ -91,16 +92,8 @@ def read_log(path: Path, experiment: str | None = None) -> Assignments:
     first: dict[str, dict[str, tuple[datetime, str]]] = {}
     times: dict[str, list[datetime]] = {}
     with path.open("r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+        for number, obj in json_objects(handle, path.name):
             where = f"{path.name} line {number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{where} is not valid JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise UsageError(f"{where} is not a JSON object")
             version = obj.get("v")
             if version != VERSION:
                 if isinstance(version, int) and version > VERSION:

@@ -93,6 +93,21 @@ def _read_csv(path: Path, wanted: Sequence[str], delimiter: str) -> Table:
     return Table(path, "tsv" if delimiter == "\t" else "csv", header, columns, rows)
 
 
+def json_objects(lines: Any, label: str) -> Any:
+    """``(line number, object)`` for each non-blank line of a JSON-lines file; a line that is not a JSON object
+    is a usage error that says where (``label line N``)."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{label} line {number} is not valid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise UsageError(f"{label} line {number} is not a JSON object")
+        yield number, obj
+
+
 def _read_jsonl(path: Path, wanted: Sequence[str]) -> Table:
     wanted = list(dict.fromkeys(wanted))
     columns: dict[str, list[Any]] = {name: [] for name in wanted}
@@ -100,15 +115,7 @@ def _read_jsonl(path: Path, wanted: Sequence[str]) -> Table:
     rows: list[int] = []
     with _open(path) as handle:
         try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
-                if not isinstance(obj, dict):
-                    raise UsageError(f"{path} line {number} is not a JSON object")
+            for number, obj in json_objects(handle, str(path)):
                 for name in obj:
                     names.setdefault(name)
                 for name in wanted:
